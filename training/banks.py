@@ -1,0 +1,129 @@
+"""Scene banks: fixed, seeded SynthMUSIC splits held in memory as uint8 frames + waveforms.
+
+A bank plays the part of MUSIC's pre-extracted frames and log-mel seconds: stage one clusters
+over a fixed training split, so the split must be finite and indexable. Scenes are rendered once
+(deterministically from ``(seed, split, index)``), augmentation is applied per batch on tensors.
+
+    bank = build_bank("solo", n=1600, size=128, seed=0, split="train")
+    x = augment(bank.images[idx], out_size=112, gen=g)      # train transforms (method.md 1.2)
+    x = eval_transform(bank.images[idx], out_size=112)      # val/test transforms
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from avsl_edge.preprocess import IMAGENET_MEAN, IMAGENET_STD
+from training.data.classes import CLASSES
+from training.data.synth import SynthConfig, SynthMusic
+
+_SPLITS = {"train": 1, "val": 2, "stage_two": 3, "duet": 4, "calib": 5}
+
+
+def scene_seed(seed: int, split: str, index: int) -> int:
+    """Independent 32-bit seeds per (run seed, split, index): splits never share a scene."""
+    return int(np.random.SeedSequence([seed, _SPLITS[split], index]).generate_state(1)[0])
+
+
+@dataclass
+class SceneBank:
+    kind: str
+    images: torch.Tensor      # (N, 3, R, R) uint8 RGB
+    audio: torch.Tensor       # (N, samples) float32, 16 kHz
+    labels: torch.Tensor      # (N,) class index of the sounding object (solo); -1 where not single
+    sounding: torch.Tensor    # (N, C) bool: which classes are heard
+    visible: torch.Tensor     # (N, C) bool: which classes are in view
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+
+def build_bank(kind: str, n: int, size: int, seed: int, split: str, progress: bool = True,
+               indices: range | None = None) -> SceneBank:
+    """Render ``n`` scenes of ``kind`` at ``size`` px (or only ``indices`` of them: a DDP shard
+    renders its own share; the rest stay zero)."""
+    synth = SynthMusic(SynthConfig(image_size=size))
+    c = len(CLASSES)
+    images = torch.zeros((n, 3, size, size), dtype=torch.uint8)
+    audio = torch.zeros((n, synth.config.clip_samples), dtype=torch.float32)
+    labels = torch.full((n,), -1, dtype=torch.long)
+    sounding = torch.zeros((n, c), dtype=torch.bool)
+    visible = torch.zeros((n, c), dtype=torch.bool)
+    idx = indices if indices is not None else range(n)
+    for i in tqdm(idx, desc=f"render {split}/{kind}", unit="scene", disable=not progress, leave=False):
+        s = synth.scene(kind, scene_seed(seed, split, i))
+        images[i] = torch.from_numpy(np.ascontiguousarray(s.image.transpose(2, 0, 1)))
+        audio[i] = torch.from_numpy(s.audio)
+        heard = [CLASSES.index(o.category) for o in s.objects if o.sounding]
+        for o in s.objects:
+            visible[i, CLASSES.index(o.category)] = True
+        for k in s.sounding_classes:
+            sounding[i, CLASSES.index(k)] = True
+        if len(heard) == 1 and len(s.sounding_classes) == 1:
+            labels[i] = heard[0]
+    return SceneBank(kind, images, audio, labels, sounding, visible)
+
+
+_MEAN = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+_STD = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+
+
+def normalize(x01: torch.Tensor) -> torch.Tensor:
+    return (x01 - _MEAN.to(x01.device)) / _STD.to(x01.device)
+
+
+def eval_transform(images: torch.Tensor, out_size: int) -> torch.Tensor:
+    """uint8 (B,3,R,R) -> normalised float (B,3,S,S): Resize((S,S)) -> /255 -> Normalize."""
+    x = images.float() / 255.0
+    if x.shape[-1] != out_size or x.shape[-2] != out_size:
+        x = F.interpolate(x, size=(out_size, out_size), mode="bilinear", antialias=True, align_corners=False)
+    return normalize(x.clamp_(0, 1))
+
+
+def augment(images: torch.Tensor, out_size: int, gen: torch.Generator, crop: bool = True) -> torch.Tensor:
+    """Train transforms of method.md 1.2 on a uint8 batch: horizontal flip (p=0.5), brightness
+    and saturation factors ~ U[0.7, 1.3], then (``crop``) a random ``out_size`` crop of the
+    frame (frames are rendered at out_size*256/224, as Resize(256) -> RandomCrop(224)), or
+    (no ``crop``, stage-two mosaics) a plain resize."""
+    b = images.shape[0]
+    x = images.float() / 255.0
+    flip = torch.rand(b, generator=gen) < 0.5
+    x[flip] = x[flip].flip(-1)
+    bright = torch.empty(b, 1, 1, 1).uniform_(0.7, 1.3, generator=gen).to(x.device)
+    x = (x * bright).clamp_(0, 1)
+    sat = torch.empty(b, 1, 1, 1).uniform_(0.7, 1.3, generator=gen).to(x.device)
+    grey = (0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3])
+    x = (grey + sat * (x - grey)).clamp_(0, 1)
+    r = x.shape[-1]
+    if crop and r > out_size:
+        offs = torch.randint(0, r - out_size + 1, (b, 2), generator=gen)
+        x = torch.stack([x[i, :, oy:oy + out_size, ox:ox + out_size] for i, (oy, ox) in enumerate(offs.tolist())])
+    elif r != out_size:
+        x = F.interpolate(x, size=(out_size, out_size), mode="bilinear", antialias=True, align_corners=False)
+    return normalize(x)
+
+
+def render_size(image_size: int) -> int:
+    """Train frames are rendered at size*256/224 so a random crop of ``image_size`` plays the
+    part of the original Resize(256) -> RandomCrop(224)."""
+    return int(round(image_size * 256 / 224))
+
+
+def negatives(n: int, count: int, gen: torch.Generator, labels: torch.Tensor | None = None,
+              index: torch.Tensor | None = None) -> torch.Tensor:
+    """For each of ``index`` (positions into a bank of ``n``), a different scene; with
+    ``labels``, one whose label differs too (the B20 option)."""
+    idx = index if index is not None else torch.arange(count)
+    neg = (idx + torch.randint(1, n, (len(idx),), generator=gen)) % n
+    if labels is not None:
+        for _ in range(32):
+            same = labels[neg] == labels[idx]
+            if not same.any():
+                break
+            neg[same] = (neg[same] + torch.randint(1, n, (int(same.sum()),), generator=gen)) % n
+    return neg

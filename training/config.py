@@ -1,0 +1,223 @@
+"""Run configuration: plain dataclasses, three presets, every field overridable from the CLI.
+
+    cfg = preset("cpu")
+    cfg = apply_overrides(cfg, {"stage_one.epochs": "4", "data.image_size": "96"})
+
+Defaults are method.md's (section 9) wherever it gives one; deviations are documented fields.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from training.model import ModelConfig
+
+
+@dataclass
+class DataConfig:
+    image_size: int = 224          # square model input; train frames are rendered at size*256/224, then cropped
+    train_scenes: int = 4000       # stage-one solo training split (fixed, the "videos")
+    val_scenes: int = 400          # stage-one validation pairs
+    stage_two_scenes: int = 4000   # mosaic training scenes (Music-Synthetic protocol)
+    duet_scenes: int = 0           # duet scenes for the optional stage-two duet fine-tuning
+    test_per_kind: int = 200       # fixed test split written to disk (AV-COCO), per scene kind
+    test_kinds: tuple[str, ...] = ("solo", "solo_distractor", "duet", "mosaic", "offscreen")
+    augment: bool = True           # flip + brightness/saturation U[0.7,1.3] + resize/random-crop (method 1.2)
+    neg_different_class: bool = False  # B20 option: negatives of another class (default: any other scene)
+    seed: int = 0
+
+
+@dataclass
+class StageOneConfig:
+    epochs: int = 15
+    batch_size: int = 32           # pairs (2x images per localization step)
+    lr: float = 1e-4
+    weight_decay: float = 1e-4     # coupled L2 (Adam), as the original
+    alternate: bool = True         # False = the "w/o alternating optimisation" ablation
+    init_num: int = 1              # clustering + classification after location epoch e >= init_num
+    class_epochs: int = 3          # fixed, as the code (S4)
+    class_lr: float = 1e-3
+    class_plateau_stop: bool = False  # S4 option: stop a classification phase when accuracy saturates
+    mask_threshold: float = 0.05
+    kmeans_n_init: int = 10
+    kmeans_max_iter: int = 300
+    eval_transforms_for_features: bool = True  # B4 fix: deterministic frames/transforms for clustering
+
+
+@dataclass
+class StageTwoConfig:
+    epochs: int = 5                # synthetic (mosaic) epochs
+    duet_epochs: int = 0           # optional duet fine-tuning epochs (paper: 1)
+    batch_size: int = 32
+    lr: float = 1e-4
+    weight_decay: float = 1e-4
+    loc_weight: float = 0.5        # total = KL + loc_weight * 0.5 * (BCE_pos + BCE_neg)
+    temperature: float = 1.0       # teacher softmax temperature
+    gate_warmup_epochs: int = 0    # epochs without av gating first (code comment's suggestion; default 0)
+    round: int = -1                # stage-one clustering round used for teacher + dictionary (-1 = last)
+
+
+@dataclass
+class EvalConfig:
+    solo_tau: float = 0.1
+    mosaic_tau: float = 0.5
+    duet_tau: float = 0.2
+    nsa_threshold: float = 0.2
+    softmax_scale: float = 3.0
+    sounding_threshold: float = 0.5  # av_score >= this: "something in view is sounding"
+    figure_examples: int = 8
+
+
+@dataclass
+class RunConfig:
+    preset: str = "cpu"
+    out: str = "runs/latest"
+    seed: int = 0
+    device: str = "auto"           # auto | cpu | cuda | cuda:N
+    threads: int = 0               # torch intra-op threads (0 = torch default)
+    workers: int = 0               # DataLoader workers
+    visual_init: str = "scratch"   # scratch | imagenet (from a LOCAL torchvision resnet18 state dict)
+    visual_weights: str = ""
+    export: bool = True            # ONNX bundle at the end (when the export package is present)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    stage_one: StageOneConfig = field(default_factory=StageOneConfig)
+    stage_two: StageTwoConfig = field(default_factory=StageTwoConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+def preset(name: str) -> RunConfig:
+    """``paper``: 224 px, method.md defaults (for a GPU). ``cpu``: a useful model on 2 CPU cores in
+    under 45 minutes. ``smoke``: everything end to end in a couple of minutes (CI)."""
+    if name == "paper":
+        return RunConfig(preset="paper", out="runs/paper")
+    if name == "cpu":
+        return RunConfig(
+            preset="cpu", out="runs/cpu",
+            data=DataConfig(image_size=112, train_scenes=1600, val_scenes=160, stage_two_scenes=1200,
+                            test_per_kind=200),
+            stage_one=StageOneConfig(epochs=7, batch_size=32, lr=3e-4, init_num=1, class_epochs=2,
+                                     kmeans_n_init=4),
+            stage_two=StageTwoConfig(epochs=3, batch_size=32, lr=3e-4),
+        )
+    if name == "smoke":
+        return RunConfig(
+            preset="smoke", out="runs/smoke",
+            data=DataConfig(image_size=64, train_scenes=96, val_scenes=32, stage_two_scenes=64,
+                            test_per_kind=12),
+            stage_one=StageOneConfig(epochs=2, batch_size=16, lr=3e-4, class_epochs=1, kmeans_n_init=2),
+            stage_two=StageTwoConfig(epochs=1, batch_size=16, lr=3e-4),
+            eval=EvalConfig(figure_examples=4),
+        )
+    raise ValueError(f"unknown preset {name!r}; choose one of: smoke, cpu, paper")
+
+
+# ---------------------------------------------------------------------------------------------
+# overrides: every leaf field is a "--section.field VALUE" option
+
+
+def _leaves(obj: Any, prefix: str = ""):
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        name = f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(value):
+            yield from _leaves(value, name + ".")
+        else:
+            yield name, f, value
+
+
+def _field_type(obj: Any, name: str) -> Any:
+    return typing.get_type_hints(type(obj))[name]
+
+
+def _parse(text: str, tp: Any, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    if tp is bool:
+        low = text.strip().lower()
+        if low in ("1", "true", "yes", "on"):
+            return True
+        if low in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"--{key}: expected true/false, got {text!r}")
+    if origin is tuple:
+        return tuple(s for s in (p.strip() for p in text.split(",")) if s)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if text.lower() in ("none", "null", ""):
+            return None
+        return _parse(text, args[0], key)
+    try:
+        return tp(text)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"--{key}: cannot read {text!r} as {getattr(tp, '__name__', tp)}") from exc
+
+
+def apply_overrides(cfg: RunConfig, overrides: dict[str, str]) -> RunConfig:
+    """Return ``cfg`` with dotted-name overrides (strings, parsed by the field's type) applied."""
+    cfg = from_dict(to_dict(cfg))
+    known = {name for name, _, _ in _leaves(cfg)}
+    for key, text in overrides.items():
+        if key not in known:
+            raise ValueError(f"unknown option --{key}")
+        *path, leaf = key.split(".")
+        owner = cfg
+        for p in path:
+            owner = getattr(owner, p)
+        setattr(owner, leaf, _parse(text, _field_type(owner, leaf), key))
+    return cfg
+
+
+def add_override_arguments(parser: argparse.ArgumentParser, cfg: RunConfig | None = None) -> None:
+    """One ``--section.field`` option per leaf of :class:`RunConfig` (default: keep the preset's)."""
+    cfg = cfg or RunConfig()
+    group = parser.add_argument_group("configuration (override any preset value)")
+    for name, f, value in _leaves(cfg):
+        if name in ("preset",):
+            continue
+        group.add_argument(f"--{name}", dest=f"set:{name}", default=None, metavar="V",
+                           help=f"(default for the chosen preset; {type(value).__name__})")
+
+
+def collect_overrides(args: argparse.Namespace) -> dict[str, str]:
+    return {k[4:]: v for k, v in vars(args).items() if k.startswith("set:") and v is not None}
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def from_dict(d: dict[str, Any]) -> RunConfig:
+    """Inverse of :func:`to_dict` (tuples restored; unknown keys are an error)."""
+
+    def build(cls, values):
+        hints = typing.get_type_hints(cls)
+        kwargs = {}
+        names = {f.name for f in dataclasses.fields(cls)}
+        for k, v in values.items():
+            if k not in names:
+                raise ValueError(f"config: unknown key {cls.__name__}.{k}")
+            tp = hints[k]
+            if dataclasses.is_dataclass(tp):
+                kwargs[k] = build(tp, v)
+            elif typing.get_origin(tp) is tuple:
+                kwargs[k] = tuple(v)
+            else:
+                kwargs[k] = v
+        return cls(**kwargs)
+
+    return build(RunConfig, d)
+
+
+def save_config(cfg: RunConfig, path: Path) -> None:
+    path.write_text(json.dumps(to_dict(cfg), indent=2) + "\n")
+
+
+def load_config(path: Path) -> RunConfig:
+    return from_dict(json.loads(Path(path).read_text()))

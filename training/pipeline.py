@@ -1,0 +1,209 @@
+"""The main job: data -> stage one -> stage two -> evaluation -> report -> ONNX export.
+
+    python -m training.pipeline                       # the `cpu` preset into runs/cpu
+    python -m training.pipeline --preset smoke --out runs/smoke
+    python -m training.pipeline --preset paper --device cuda
+    python -m training.pipeline --out runs/cpu --resume       # continue a stopped run
+    torchrun --nproc-per-node 2 -m training.pipeline --preset paper   # DDP (gloo on CPU, NCCL on GPU)
+
+Everything lands in one run folder: config.json, metrics.jsonl, the fixed test split and its
+contact sheet (data/), stage-one rounds (rounds/), model.pt, eval.json/eval.md, report.md with
+curves.png and figure.png, and (when the export package is importable) the ONNX bundle.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from avsl_edge.avcoco import AVCocoError, load_avcoco
+from avsl_edge.evaluation import markdown_table, write_report
+from avsl_edge.metrics import ClusterMatch
+from training import distributed as du
+from training import stage_one, stage_two
+from training.checkpoint import CheckpointError
+from training.config import (RunConfig, add_override_arguments, apply_overrides, collect_overrides,
+                             load_config, preset, save_config)
+from training.data.classes import CLASSES
+from training.data.synth import contact_sheet, write_split
+from training.evaluate import evaluate, load_model, predict
+from training.metrics_log import MetricsLog
+from training.report import figure_grid, plot_curves
+
+
+class State:
+    """Which steps of a run are finished (``state.json``), so ``--resume`` skips them."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.data = json.loads(path.read_text()) if path.is_file() else {"done": {}}
+
+    def done(self, step: str):
+        return self.data["done"].get(step)
+
+    def mark(self, step: str, value=True) -> None:
+        self.data["done"][step] = value
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.data, indent=2))
+        os.replace(tmp, self.path)
+
+
+def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, RunConfig]:
+    p = argparse.ArgumentParser(prog="python -m training.pipeline", description=__doc__.split("\n\n")[0],
+                                epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", default="cpu", choices=["smoke", "cpu", "paper"])
+    p.add_argument("--out", help="run folder (default: runs/<preset>)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out where it stopped")
+    p.add_argument("--force", action="store_true", help="start afresh in a non-empty --out (its files are replaced)")
+    p.add_argument("--no-alternate", action="store_true", help="ablation: location epochs only (no alternating optimisation)")
+    p.add_argument("--visual-init", choices=["scratch", "imagenet"], help="visual backbone init (default scratch)")
+    p.add_argument("--visual-weights", help="LOCAL torchvision resnet18 state dict for --visual-init imagenet")
+    p.add_argument("--device", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--no-export", action="store_true", help="skip the ONNX export step")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_override_arguments(p)
+    args = p.parse_args(argv)
+    overrides = collect_overrides(args)
+    if args.no_alternate:
+        overrides["stage_one.alternate"] = "false"
+    if args.visual_init:
+        overrides["visual_init"] = args.visual_init
+    if args.visual_weights:
+        overrides["visual_weights"] = args.visual_weights
+    if args.device:
+        overrides["device"] = args.device
+    if args.no_export:
+        overrides["export"] = "false"
+    out = Path(args.out or overrides.get("out") or preset(args.preset).out)
+    overrides["out"] = str(out)
+    if args.resume:
+        if not (out / "config.json").is_file():
+            p.error(f"--resume: {out} holds no run (no config.json)")
+        cfg = apply_overrides(load_config(out / "config.json"), overrides)
+    else:
+        cfg = apply_overrides(preset(args.preset), overrides)
+        if out.exists() and any(out.iterdir()) and not args.force:
+            p.error(f"{out} already holds a run; pass --resume to continue it or --force to start afresh")
+    if cfg.visual_init == "imagenet" and not cfg.visual_weights:
+        p.error("--visual-init imagenet needs --visual-weights PATH (a local torchvision resnet18 state dict); "
+                "nothing is downloaded")
+    if cfg.model.num_clusters < len(CLASSES):
+        p.error(f"--model.num_clusters {cfg.model.num_clusters} is smaller than the {len(CLASSES)} classes")
+    return args, cfg
+
+
+def run(cfg: RunConfig, resume: bool = False, progress: bool = True) -> Path:
+    d, device = du.init(cfg.device)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    run_dir = Path(cfg.out)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    state = State(run_dir / "state.json")
+    log = MetricsLog(run_dir / "metrics.jsonl" if d.is_main else None)
+    timings: dict[str, float] = state.done("timings") or {}
+    if d.is_main:
+        save_config(cfg, run_dir / "config.json")
+        print(f"run folder {run_dir} (preset {cfg.preset}, {d.world_size} process(es), device {device})")
+
+    def step(name: str, fn):
+        if resume and state.done(name):
+            if d.is_main:
+                print(f"[{name}] done earlier, skipped")
+            return state.done(name)
+        t0 = time.time()
+        value = fn()
+        timings[name] = round(time.time() - t0, 1)
+        if d.is_main:
+            state.mark(name, value if value is not None else True)
+            state.mark("timings", timings)
+            print(f"[{name}] {timings[name]:.0f} s")
+        du.barrier(d)
+        return value
+
+    test_dir = run_dir / "data" / "test"
+
+    def make_data():
+        if d.is_main:
+            if not (test_dir / "annotations.json").is_file():
+                write_split(test_dir, cfg.data.test_kinds, cfg.data.test_per_kind, cfg.data.seed + 1_000_003,
+                            image_size=224, force=True)
+            coco = load_avcoco(test_dir)
+            sheet = run_dir / "data" / "contact_sheet.png"
+            contact_sheet(coco, sheet)
+            return str(sheet)
+        return None
+
+    step("data", make_data)
+    round_path = step("stage_one", lambda: str(stage_one.train(cfg, run_dir, d, device, log, resume, progress)))
+    model_path = step("stage_two", lambda: str(stage_two.train(cfg, Path(round_path), run_dir, d, device, log,
+                                                                 resume, progress)))
+    if d.is_main:
+        table = step("evaluate", lambda: evaluate(Path(model_path), test_dir, cfg.eval, str(device), progress))
+        write_report(table, run_dir / "eval.json", run_dir / "eval.md", {"data": str(test_dir)})
+        step("report", lambda: write_run_report(cfg, run_dir, Path(model_path), test_dir, table, timings, device))
+        if cfg.export:
+            step("export", lambda: export_bundle(run_dir, Path(model_path), test_dir))
+        print(markdown_table(table))
+        print(f"report: {run_dir / 'report.md'}")
+    log.close()
+    du.shutdown()
+    return run_dir
+
+
+def write_run_report(cfg: RunConfig, run_dir: Path, model_path: Path, test_dir: Path, table: dict,
+                     timings: dict, device: torch.device) -> str:
+    plot_curves(run_dir / "metrics.jsonl", run_dir / "curves.png")
+    model, ck = load_model(model_path, device)
+    coco = load_avcoco(test_dir)
+    kinds = ("mosaic", "duet", "solo_distractor", "offscreen")
+    preds = predict(model, ck["dictionary"].to(device), coco, cfg.data.image_size, device, scenes=kinds,
+                    progress=False)
+    match = ClusterMatch.from_cluster_to_class(ck["cluster_to_class"].numpy(), len(ck["classes"]),
+                                               ck["affinity"].numpy())
+    figure_grid(coco, preds, list(ck["classes"]), match, run_dir / "figure.png", kinds,
+                per_kind=max(1, cfg.eval.figure_examples // len(kinds)), softmax_scale=cfg.eval.softmax_scale)
+    lines = [f"# Run report: {run_dir.name} (preset `{cfg.preset}`)", "",
+             f"Image size {cfg.data.image_size} px, K = {cfg.model.num_clusters}, visual init `{cfg.visual_init}`, "
+             f"alternating optimisation {'on' if cfg.stage_one.alternate else 'off'}, stage-two round {ck['round']}.",
+             "", "## Evaluation (fixed SynthMUSIC test split)", "", markdown_table(table), "",
+             "## Wall time per step (s)", "", "| step | seconds |", "|---|---:|",
+             *[f"| {k} | {v:.0f} |" for k, v in timings.items()], "",
+             "## Curves", "", "![curves](curves.png)", "",
+             "## Class-aware maps (green boxes: sounding, red: silent)", "", "![figure](figure.png)", "",
+             "Test-split contact sheet: [data/contact_sheet.png](data/contact_sheet.png)", ""]
+    (run_dir / "report.md").write_text("\n".join(lines))
+    return str(run_dir / "report.md")
+
+
+def export_bundle(run_dir: Path, model_path: Path, test_dir: Path):
+    """ONNX export of the trained model into ``<run>/bundle`` (the export package does the work)."""
+    try:
+        from export.to_onnx import export_run
+    except ImportError as exc:
+        print(f"[export] skipped: {exc}")
+        return None
+    return str(export_run(model_path, run_dir / "bundle", calibration_data=test_dir))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args, cfg = parse_args(argv)
+    try:
+        run(cfg, resume=args.resume, progress=not args.quiet)
+    except (CheckpointError, AVCocoError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: rerun with --resume to continue", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

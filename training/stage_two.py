@@ -1,0 +1,132 @@
+"""Stage two: class-aware localization on multi-source (mosaic, optionally duet) scenes.
+
+The student starts from a stage-one round's weights; the frozen audio teacher and the object
+dictionary come from the SAME clustering round (the B8 fix: the round id is checked). Loss per
+method.md 4.4: KL(p_a || softmax(GAP(M))) on positives + 0.5 * 0.5 * (BCE of the positive global
+max, BCE of the four negative quadrant maxima).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import torch
+from torch.nn.parallel import DistributedDataParallel as DDP
+from tqdm import tqdm
+
+from training import distributed as du
+from training.banks import SceneBank, augment, build_bank, eval_transform, negatives
+from training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from training.config import RunConfig, to_dict
+from training.metrics_log import MetricsLog
+from training.model import AudioTeacher, StageTwo, global_score, quadrant_scores, stage_two_losses
+
+
+def load_round(path: Path, cfg: RunConfig) -> dict:
+    """A stage-one round file: model + dictionary + pseudo-label bookkeeping of one round."""
+    ck = load_checkpoint(path, "stage_one")
+    for key in ("round", "dictionary", "model", "cluster_to_class"):
+        if key not in ck:
+            raise CheckpointError(f"{path}: not a clustering-round file (no '{key}'); use rounds/round_NNN.pt")
+    k = ck["dictionary"].shape[0]
+    if k != cfg.model.num_clusters:
+        raise CheckpointError(f"{path}: dictionary has K = {k} entries but the run uses K = {cfg.model.num_clusters}")
+    return ck
+
+
+def _epoch(student, teacher, dictionary, bank: SceneBank, cfg: RunConfig, epoch: int, phase: str, opt,
+           d: du.Dist, device: torch.device, log: MetricsLog, progress: bool) -> dict:
+    student.train()
+    net = student.module if isinstance(student, DDP) else student
+    net.class_aware.gate = epoch >= cfg.stage_two.gate_warmup_epochs and cfg.model.gate
+    gen = torch.Generator().manual_seed(cfg.seed * 31 + epoch * 7 + d.rank + (1000 if phase == "duet" else 0))
+    n = len(bank)
+    mine = torch.tensor(list(du.shard(n, d)))
+    order = mine[torch.randperm(len(mine), generator=gen)]
+    bs = cfg.stage_two.batch_size
+    steps = len(order) // bs or 1
+    sums: dict[str, float] = {}
+    s = cfg.data.image_size
+    bar = tqdm(range(steps), desc=f"stage2 {phase} e{epoch}", unit="step", disable=not progress)
+    for step in bar:
+        idx = order[step * bs:(step + 1) * bs]
+        neg = negatives(n, len(idx), gen, index=idx)
+        tf = (lambda x: augment(x, s, gen, crop=False)) if cfg.data.augment else (lambda x: eval_transform(x, s))
+        images = torch.stack([tf(bank.images[idx]), tf(bank.images[neg])], 1).flatten(0, 1).to(device)
+        wave = bank.audio[idx].to(device)
+        out = student(images, wave.repeat_interleave(2, dim=0), dictionary)
+        p_a = teacher(wave)
+        losses = stage_two_losses(global_score(out.av_logits[0::2]), quadrant_scores(out.av_logits[1::2]),
+                                  out.sounding_objects[0::2], p_a, cfg.stage_two.loc_weight, from_logits=True)
+        opt.zero_grad(set_to_none=True)
+        losses["total"].backward()
+        opt.step()
+        vals = {k: v.item() for k, v in losses.items()}
+        with torch.no_grad():
+            vals["acc_pos"] = (out.av_map[0::2].amax(dim=(1, 2, 3)) >= 0.5).float().mean().item()
+            vals["acc_neg"] = (quadrant_scores(out.av_map[1::2]) < 0.5).float().mean().item()
+            vals["match_top1"] = (out.sounding_objects[0::2].argmax(1) == p_a.argmax(1)).float().mean().item()
+        for k, v in vals.items():
+            sums[k] = sums.get(k, 0.0) + v
+        bar.set_postfix(loss=f"{vals['total']:.3f}", kl=f"{vals['kl']:.3f}")
+        if d.is_main:
+            log.write(phase=f"stage2_{phase}", epoch=epoch, step=step, **vals)
+    return {k: du.mean_scalar(v / steps, d, device) for k, v in sums.items()}
+
+
+def train(cfg: RunConfig, round_path: Path, run_dir: Path, d: du.Dist, device: torch.device, log: MetricsLog,
+          resume: bool = False, progress: bool = True) -> Path:
+    """Run (or resume) stage two from ``round_path``; returns the final model checkpoint path."""
+    t0 = time.time()
+    rnd = load_round(round_path, cfg)
+    dictionary = rnd["dictionary"].to(device)
+    teacher = AudioTeacher.from_stage_one(rnd["model"], cfg.model, cfg.stage_two.temperature).to(device)
+    student = StageTwo.from_stage_one(rnd["model"], cfg.model).to(device)
+    opt = torch.optim.Adam(student.parameters(), lr=cfg.stage_two.lr, weight_decay=cfg.stage_two.weight_decay)
+    state_path = run_dir / "stage_two_last.pt"
+    start, history = 0, []
+    if resume and state_path.is_file():
+        ck = load_checkpoint(state_path, "stage_two")
+        if ck["round"] != rnd["round"]:
+            raise CheckpointError(f"{state_path}: was trained with round {ck['round']}, not {rnd['round']}")
+        student.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        start, history = ck["epoch"] + 1, json.loads(ck["history"])
+        if d.is_main:
+            print(f"stage two: resuming after epoch {ck['epoch']}")
+    s = cfg.data.image_size
+    plan = [("mosaic", e) for e in range(cfg.stage_two.epochs)]
+    plan += [("duet", cfg.stage_two.epochs + e) for e in range(cfg.stage_two.duet_epochs)]
+    if cfg.stage_two.duet_epochs and cfg.data.duet_scenes <= 0:
+        raise ValueError("--stage_two.duet_epochs > 0 needs --data.duet_scenes > 0")
+    banks: dict[str, SceneBank] = {}
+    wrapped = DDP(student, find_unused_parameters=True) if d.enabled else student
+    for phase, epoch in plan:
+        if epoch < start:
+            continue
+        if phase not in banks:
+            n = cfg.data.stage_two_scenes if phase == "mosaic" else cfg.data.duet_scenes
+            banks[phase] = build_bank(phase, n, s, cfg.data.seed, "stage_two" if phase == "mosaic" else "duet",
+                                      progress and d.is_main)
+        stats = _epoch(wrapped, teacher, dictionary, banks[phase], cfg, epoch, phase, opt, d, device, log,
+                       progress and d.is_main)
+        history.append({"epoch": epoch, "phase": phase, **stats})
+        if d.is_main:
+            log.write(phase="stage2_epoch", **history[-1])
+            print(f"stage two {phase} epoch {epoch}: " + ", ".join(f"{k} {v:.4g}" for k, v in stats.items()))
+            save_checkpoint(state_path, "stage_two", epoch=epoch, round=rnd["round"], config=to_dict(cfg),
+                            model=student.state_dict(), optimizer=opt.state_dict(), history=json.dumps(history))
+        du.barrier(d)
+    final = run_dir / "model.pt"
+    if d.is_main:
+        save_checkpoint(final, "stage_two", round=rnd["round"], config=to_dict(cfg), classes=rnd["classes"],
+                        model=student.state_dict(), dictionary=rnd["dictionary"],
+                        cluster_to_class=rnd["cluster_to_class"], affinity=rnd["affinity"],
+                        centroids=rnd["centroids"], nmi=rnd["nmi"],
+                        stage_one_model=rnd["model"])
+        (run_dir / "stage_two.json").write_text(json.dumps(
+            {"history": history, "round": rnd["round"], "seconds": time.time() - t0}, indent=2))
+    du.barrier(d)
+    return final
