@@ -1,0 +1,141 @@
+"""The two-stage pipeline end to end on the `smoke` preset, its resume, its errors, and DDP.
+
+These are examples of use: `python -m training.pipeline --preset smoke --out DIR` must leave a
+complete run folder behind; a second call with --resume must skip the finished steps.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from training.pipeline import main as pipeline_main
+
+REPO = Path(__file__).resolve().parents[1]
+SMALL = ["--preset", "smoke", "--quiet", "--no-export"]
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("runs") / "smoke"
+    assert pipeline_main([*SMALL, "--out", str(out)]) == 0
+    return out
+
+
+def test_smoke_run_leaves_a_complete_run_folder(smoke_run: Path):
+    for name in ("config.json", "metrics.jsonl", "state.json", "model.pt", "eval.json", "eval.md",
+                 "report.md", "curves.png", "figure.png", "data/contact_sheet.png",
+                 "data/test/annotations.json", "rounds/round_000.pt", "stage_one.json", "stage_two.json"):
+        assert (smoke_run / name).is_file(), name
+    table = json.loads((smoke_run / "eval.json").read_text())["table"]
+    assert set(table) == {"model", "uniform", "gaussian"}
+    for key in ("solo_iou@0.5", "solo_auc", "mosaic_ciou@0.3", "mosaic_auc", "mosaic_nsa",
+                "duet_ciou@0.3", "offscreen_fp", "silent_fp", "distractor_lit", "nmi"):
+        assert key in table["model"], key
+    assert 0.0 <= table["model"]["nmi"] <= 1.0
+    # the baselines are computed on the same images
+    assert table["uniform"]["solo_n"] == table["model"]["solo_n"] > 0
+
+
+def test_round_files_carry_a_round_id_that_stage_two_checks(smoke_run: Path):
+    rnd = load_checkpoint(smoke_run / "rounds" / "round_000.pt", "stage_one")
+    final = load_checkpoint(smoke_run / "model.pt", "stage_two")
+    assert rnd["dictionary"].shape == (11, 512)
+    assert final["round"] == rnd["round"]
+    assert torch.equal(final["dictionary"], rnd["dictionary"])
+
+
+def test_resume_skips_finished_steps(smoke_run: Path, capsys):
+    before = (smoke_run / "model.pt").stat().st_mtime_ns
+    assert pipeline_main(["--out", str(smoke_run), "--resume", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "[stage_one] done earlier, skipped" in out and "[stage_two] done earlier, skipped" in out
+    assert (smoke_run / "model.pt").stat().st_mtime_ns == before
+
+
+def test_evaluate_cli_prints_the_table(smoke_run: Path, tmp_path: Path, capsys):
+    from training.evaluate import main as evaluate_main
+
+    assert evaluate_main(["--checkpoint", str(smoke_run), "--data", str(smoke_run / "data" / "test"),
+                          "--json", str(tmp_path / "e.json")]) == 0
+    out = capsys.readouterr().out
+    assert "| metric | model | uniform | gaussian |" in out
+    again = json.loads((tmp_path / "e.json").read_text())["table"]
+    first = json.loads((smoke_run / "eval.json").read_text())["table"]
+    assert again["model"]["mosaic_ciou@0.3"] == pytest.approx(first["model"]["mosaic_ciou@0.3"])
+
+
+def test_corrupt_and_foreign_checkpoints_are_clear_errors(tmp_path: Path):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(CheckpointError, match="corrupt or unreadable"):
+        load_checkpoint(bad)
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"state_dict": {}}, foreign)
+    with pytest.raises(CheckpointError, match="not an avsl-edge checkpoint"):
+        load_checkpoint(foreign)
+    ok = save_checkpoint(tmp_path / "s1.pt", "stage_one", round=0)
+    with pytest.raises(CheckpointError, match="expected stage_two"):
+        load_checkpoint(ok, "stage_two")
+
+
+def test_bad_options_are_usage_errors(tmp_path: Path, capsys):
+    with pytest.raises(SystemExit) as e:
+        pipeline_main([*SMALL, "--out", str(tmp_path / "a"), "--model.num_clusters", "5"])
+    assert e.value.code == 2 and "smaller than the 11 classes" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        pipeline_main([*SMALL, "--out", str(tmp_path / "b"), "--visual-init", "imagenet"])
+    assert e.value.code == 2 and "nothing is downloaded" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        pipeline_main([*SMALL, "--out", str(tmp_path / "c"), "--stage_one.epochs", "many"])
+    assert e.value.code == 2
+
+
+def test_an_existing_run_is_not_overwritten_without_force(smoke_run: Path, capsys):
+    with pytest.raises(SystemExit) as e:
+        pipeline_main([*SMALL, "--out", str(smoke_run)])
+    assert e.value.code == 2 and "--resume" in capsys.readouterr().err
+
+
+def test_evaluate_refuses_data_with_classes_the_model_does_not_know(smoke_run: Path, tmp_path: Path, capsys):
+    from training.evaluate import main as evaluate_main
+
+    data = tmp_path / "data"
+    data.mkdir()
+    ann = json.loads((smoke_run / "data" / "test" / "annotations.json").read_text())
+    ann["categories"][0]["name"] = "theremin"
+    for img in ann["images"]:
+        for key in ("file_name", "audio"):
+            (data / img[key]).parent.mkdir(parents=True, exist_ok=True)
+            os.symlink(smoke_run / "data" / "test" / img[key], data / img[key])
+    (data / "annotations.json").write_text(json.dumps(ann))
+    assert evaluate_main(["--checkpoint", str(smoke_run), "--data", str(data)]) == 2
+    assert "theremin" in capsys.readouterr().err
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert evaluate_main(["--checkpoint", str(smoke_run), "--data", str(empty)]) == 2
+    assert "annotations.json" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_torchrun_two_gloo_processes(tmp_path: Path):
+    """DistributedDataParallel on CPU: 2 processes, gloo, K-means on gathered features."""
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29533",
+           "-m", "training.pipeline", *SMALL, "--out", str(out), "--data.train_scenes", "48",
+           "--data.stage_two_scenes", "32", "--data.test_per_kind", "4", "--stage_one.batch_size", "8",
+           "--stage_two.batch_size", "8"]
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "2 process(es)" in proc.stdout
+    rnd = load_checkpoint(out / "rounds" / "round_000.pt", "stage_one")
+    assert rnd["pseudo_labels"].shape == (48,)  # k-means saw every rank's features
+    assert (out / "model.pt").is_file() and (out / "eval.json").is_file()
