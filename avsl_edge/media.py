@@ -193,7 +193,13 @@ def read_audio_track(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE) ->
         with av.open(str(path)) as c:
             if not c.streams.audio:
                 raise MediaError(f"{path}: has no audio track")
-            rate = c.streams.audio[0].rate
+            stream = c.streams.audio[0]
+            rate = stream.rate
+            # The container's duration is the real length; the decoder also returns the encoder's
+            # padding of the last AAC frame (up to 1023 samples of silence), cut below.
+            known = None
+            if stream.duration and stream.time_base:
+                known = int(round(float(stream.duration * stream.time_base) * rate))
             chunks = []
             for f in c.decode(audio=0):
                 arr = f.to_ndarray()  # planar: (channels, n); packed: (1, n * channels)
@@ -204,4 +210,6 @@ def read_audio_track(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE) ->
     if not chunks:
         raise MediaError(f"{path}: the audio track is empty")
     mono = np.concatenate(chunks)
+    if known is not None and 0 < known < mono.shape[0]:
+        mono = mono[:known]
     return resample(mono, rate, sample_rate)
