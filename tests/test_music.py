@@ -344,3 +344,14 @@ def test_audio_track_is_read_back_without_the_encoder_padding(tmp_path):
     back = read_audio_track(video)
     assert abs(back.shape[0] - 47200) <= 16  # the mp4 edit list is in ms
     np.testing.assert_allclose(back[2000:40000], sound[2000:40000], atol=0.05)
+
+
+def test_prepare_a_synthmusic_video_at_2997fps(tmp_path):
+    synth = pytest.importorskip("training.data.synth")
+    video = synth.write_scene_video(tmp_path / "raw" / "solo_0_1000.mp4", "solo", 0, 3.2, fps=float(NTSC))
+    (done,) = prepare([video], tmp_path / "root", progress=False)
+    assert (done.audio_seconds, done.frame_seconds) == (3, 3)
+    folders = sorted((tmp_path / "root" / "video_frames" / "solo_0_1000").iterdir())
+    assert [[int(p.stem) for p in sorted(f.glob("*.jpg"))] for f in folders] == \
+           [[0, 7, 14, 21], [29, 36, 43, 50], [59, 66, 73, 80]]
+    assert cv2.imread(str(folders[0] / "00000.jpg")).shape == (224, 224, 3)
