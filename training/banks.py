@@ -50,7 +50,7 @@ def build_bank(kind: str, n: int, size: int, seed: int, split: str, progress: bo
     synth = SynthMusic(SynthConfig(image_size=size))
     c = len(CLASSES)
     images = torch.zeros((n, 3, size, size), dtype=torch.uint8)
-    audio = torch.zeros((n, synth.config.clip_samples), dtype=torch.float32)
+    audio = torch.zeros((n, synth.config.samples), dtype=torch.float32)
     labels = torch.full((n,), -1, dtype=torch.long)
     sounding = torch.zeros((n, c), dtype=torch.bool)
     visible = torch.zeros((n, c), dtype=torch.bool)

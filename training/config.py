@@ -174,12 +174,14 @@ def apply_overrides(cfg: RunConfig, overrides: dict[str, str]) -> RunConfig:
     return cfg
 
 
-def add_override_arguments(parser: argparse.ArgumentParser, cfg: RunConfig | None = None) -> None:
-    """One ``--section.field`` option per leaf of :class:`RunConfig` (default: keep the preset's)."""
+def add_override_arguments(parser: argparse.ArgumentParser, cfg: RunConfig | None = None,
+                           skip: tuple[str, ...] = ("preset", "out", "device")) -> None:
+    """One ``--section.field`` option per leaf of :class:`RunConfig` (default: keep the preset's);
+    ``skip`` names fields the caller offers as options of its own."""
     cfg = cfg or RunConfig()
     group = parser.add_argument_group("configuration (override any preset value)")
     for name, f, value in _leaves(cfg):
-        if name in ("preset",):
+        if name in skip:
             continue
         group.add_argument(f"--{name}", dest=f"set:{name}", default=None, metavar="V",
                            help=f"(default for the chosen preset; {type(value).__name__})")

@@ -112,7 +112,7 @@ def train(cfg: RunConfig, round_path: Path, run_dir: Path, d: du.Dist, device: t
                                       progress and d.is_main)
         stats = _epoch(wrapped, teacher, dictionary, banks[phase], cfg, epoch, phase, opt, d, device, log,
                        progress and d.is_main)
-        history.append({"epoch": epoch, "phase": phase, **stats})
+        history.append({"epoch": epoch, "data": phase, **stats})
         if d.is_main:
             log.write(phase="stage2_epoch", **history[-1])
             print(f"stage two {phase} epoch {epoch}: " + ", ".join(f"{k} {v:.4g}" for k, v in stats.items()))
