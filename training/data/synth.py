@@ -258,6 +258,8 @@ class SynthMusic:
         self.classes: tuple[str, ...] = CLASSES
         # per class: notes scaled to unit RMS
         self._notes = {c: tuple(n / r for n, r in zip(b.notes, b.rms)) for c, b in self.assets.classes.items()}
+        self._premultiplied = {c: _premultiply(b.sprite) for c, b in self.assets.classes.items()}
+        self._clutter_pm = tuple(_premultiply(x) for x in self.assets.clutter)
 
     # -------------------------------------------------------------------------------- audio
 
@@ -386,26 +388,37 @@ class SynthMusic:
         if c not in self.assets.classes:
             raise ValueError(f"unknown SynthMUSIC class {c!r}; expected one of {', '.join(CLASSES)}")
 
+    def _colour_matrix(self, rng: np.random.Generator) -> np.ndarray:
+        """4x4 matrix for cv2.transform on premultiplied RGBA: hue rotation about the grey axis,
+        saturation and brightness. All three are linear in RGB, so they commute with premultiplying."""
+        cfg = self.config
+        a = math.radians(rng.uniform(-cfg.hue_jitter_deg, cfg.hue_jitter_deg))
+        k = np.full(3, 1 / math.sqrt(3))
+        kx = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
+        rot = math.cos(a) * np.eye(3) + math.sin(a) * kx + (1 - math.cos(a)) * np.outer(k, k)
+        sat = rng.uniform(*cfg.saturation)
+        lum = np.array([0.299, 0.587, 0.114])
+        smat = sat * np.eye(3) + (1 - sat) * np.outer(np.ones(3), lum)
+        m = np.eye(4, dtype=np.float32)
+        m[:3, :3] = rng.uniform(*cfg.brightness) * smat @ rot
+        return m
+
     def _sprite(self, c: str, long_side: float, rng: np.random.Generator, jitter: bool = True,
                 source: np.ndarray | None = None) -> np.ndarray:
-        cfg = self.config
-        rgba = self.assets.classes[c].sprite if source is None else source
-        if jitter:
-            hsv = cv2.cvtColor(np.ascontiguousarray(rgba[..., :3]), cv2.COLOR_RGB2HSV).astype(np.float32)
-            hsv[..., 0] = (hsv[..., 0] + rng.uniform(-cfg.hue_jitter_deg, cfg.hue_jitter_deg) / 2.0) % 180.0
-            hsv[..., 1] *= rng.uniform(*cfg.saturation)
-            hsv[..., 2] *= rng.uniform(*cfg.brightness)
-            np.clip(hsv, 0, [179, 255, 255], out=hsv)
-            rgb = cv2.cvtColor(hsv.astype(np.uint8), cv2.COLOR_HSV2RGB)
-            rgba = np.concatenate([rgb, rgba[..., 3:4]], axis=2)
-        if rng.random() < cfg.flip_prob:
-            rgba = rgba[:, ::-1]
-        pm = _premultiply(np.ascontiguousarray(rgba))
+        """A premultiplied float32 RGBA sprite scaled so its longer side is ``long_side`` px,
+        colour-jittered and maybe mirrored."""
+        pm = self._premultiplied[c] if source is None else source
         h, w = pm.shape[:2]
         s = long_side / max(h, w)
         nw, nh = max(2, int(round(w * s))), max(2, int(round(h * s)))
-        interp = cv2.INTER_AREA if s < 1.0 else cv2.INTER_LINEAR
-        out = cv2.resize(pm, (nw, nh), interpolation=interp)
+        out = cv2.resize(pm, (nw, nh), interpolation=cv2.INTER_AREA if s < 1.0 else cv2.INTER_LINEAR)
+        if jitter:
+            out = cv2.transform(out, self._colour_matrix(rng))
+            a255 = out[..., 3:4] * 255.0
+            np.clip(out[..., :3], 0.0, None, out=out[..., :3])
+            np.minimum(out[..., :3], a255, out=out[..., :3])
+        if rng.random() < self.config.flip_prob:
+            out = np.ascontiguousarray(out[:, ::-1])
         return out
 
     def _tile(self, items, x: int, y: int, w: int, h: int, rng: np.random.Generator) -> _Tile:
@@ -533,7 +546,7 @@ class SynthMusic:
         n_clutter = int(rng.integers(cfg.clutter[0], cfg.clutter[1] + 1))
         for _ in range(n_clutter):
             j = int(rng.integers(len(self.assets.clutter)))
-            src = self.assets.clutter[j]
+            src = self._clutter_pm[j]
             long_side = rng.uniform(*cfg.clutter_scale) * side
             k = long_side / max(src.shape[:2])
             cw, ch = src.shape[1] * k, src.shape[0] * k
