@@ -96,6 +96,13 @@ def test_boxes_are_tight_to_the_pasted_alpha_and_inside_the_frame(synth, kind):
             ys, xs = np.nonzero(o.mask > 0)
             assert xs.min() >= x - 2 and ys.min() >= y - 2, (kind, seed, o)
             assert xs.max() + 1 <= x + w + 2 and ys.max() + 1 <= y + h + 2, (kind, seed, o)
+        # instruments do not overlap heavily
+        for i, a in enumerate(s.objects):
+            for b in s.objects[i + 1 :]:
+                iw = min(a.bbox[0] + a.bbox[2], b.bbox[0] + b.bbox[2]) - max(a.bbox[0], b.bbox[0])
+                ih = min(a.bbox[1] + a.bbox[3], b.bbox[1] + b.bbox[3]) - max(a.bbox[1], b.bbox[1])
+                smaller = min(a.bbox[2] * a.bbox[3], b.bbox[2] * b.bbox[3])
+                assert max(iw, 0) * max(ih, 0) <= 0.1 * smaller, (kind, seed, a, b)
 
 
 @pytest.mark.parametrize("kind", ["solo", "solo_distractor", "duet", "mosaic"])

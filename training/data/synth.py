@@ -426,28 +426,32 @@ class SynthMusic:
         cfg = self.config
         side = min(w, h)
         scale = cfg.solo_scale if len(items) == 1 else cfg.pair_scale
-        placements: list[_Placement] = []
-        boxes: list[tuple[float, float, float, float]] = []  # conservative (rotated-rectangle) boxes
-        for c, sounding in items:
-            sw, sh = self.assets.classes[c].sprite.shape[1], self.assets.classes[c].sprite.shape[0]
-            for attempt in range(80):
-                long_side = rng.uniform(*scale) * side * (0.92 ** (attempt // 10))
+        # Sample the whole layout at once (all sizes and positions), retrying with slowly shrinking
+        # sizes until no two conservative (rotated-rectangle) boxes overlap much.
+        for attempt in range(400):
+            shrink = 0.95 ** (attempt // 20)
+            layout = []
+            for c, _ in items:
+                sh, sw = self.assets.classes[c].sprite.shape[:2]
+                long_side = rng.uniform(*scale) * side * shrink
                 ang = rng.uniform(-cfg.rotation_deg, cfg.rotation_deg)
                 k = long_side / max(sw, sh)
                 t = math.radians(ang)
                 bw = abs(sw * k * math.cos(t)) + abs(sh * k * math.sin(t))
                 bh = abs(sw * k * math.sin(t)) + abs(sh * k * math.cos(t))
                 m = 0.5 - cfg.max_outside
-                lo_x, hi_x = bw * m, w - bw * m
-                lo_y, hi_y = bh * m, h - bh * m
-                cx = rng.uniform(lo_x, hi_x) if hi_x > lo_x else w / 2
-                cy = rng.uniform(lo_y, hi_y) if hi_y > lo_y else h / 2
+                cx = rng.uniform(bw * m, w - bw * m) if w - bw * m > bw * m else w / 2
+                cy = rng.uniform(bh * m, h - bh * m) if h - bh * m > bh * m else h / 2
                 box = (max(0.0, cx - bw / 2), max(0.0, cy - bh / 2), min(w, cx + bw / 2), min(h, cy + bh / 2))
-                if all(_overlap(box, b) <= cfg.max_overlap * min(_area(box), _area(b)) for b in boxes):
-                    break
-            else:
-                raise RuntimeError(f"could not place {len(items)} instruments without overlap in a {w}x{h} frame")
-            boxes.append(box)
+                layout.append((long_side, ang, cx, cy, box))
+            boxes = [b[4] for b in layout]
+            if all(_overlap(a, b) <= cfg.max_overlap * min(_area(a), _area(b))
+                   for i, a in enumerate(boxes) for b in boxes[i + 1 :]):
+                break
+        else:
+            raise RuntimeError(f"could not place {len(items)} instruments without overlap in a {w}x{h} frame")
+        placements: list[_Placement] = []
+        for (c, sounding), (long_side, ang, cx, cy, _) in zip(items, layout):
             motion = (*rng.uniform(0.3, 1.0, 2) * cfg.motion * side, *rng.uniform(0.2, 0.8, 2),
                       *rng.uniform(0, 2 * math.pi, 2), rng.uniform(0, 4.0), rng.uniform(0.2, 0.6))
             placements.append(_Placement(c, sounding, self._sprite(c, long_side, rng), cx, cy, ang, motion))
