@@ -12,12 +12,13 @@ Pure numpy; reading uses soundfile (libsndfile), resampling uses soxr. No torch.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import soundfile
 import soxr
+
+from .fileio import atomic_path
 
 SAMPLE_RATE = 16000
 CLIP_SECONDS = 1.0
@@ -128,13 +129,6 @@ def save_audio(path: str | os.PathLike, audio: np.ndarray, sample_rate: int = SA
     a = np.asarray(audio, dtype=np.float32)
     if not np.isfinite(a).all():
         raise AudioError(f"{path}: refusing to write NaN or infinite samples")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
-    os.close(fd)
-    try:
-        soundfile.write(tmp, np.clip(a, -1.0, 1.0), sample_rate, subtype="PCM_16", format=fmt)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        soundfile.write(str(tmp), np.clip(a, -1.0, 1.0), sample_rate, subtype="PCM_16", format=fmt)
     return path

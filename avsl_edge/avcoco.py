@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -26,6 +25,7 @@ import cv2
 import numpy as np
 
 from .audio import SAMPLE_RATE, AudioError, load_audio
+from .fileio import atomic_path
 
 FORMAT_VERSION = "1.0"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -318,13 +318,6 @@ def write_avcoco(
                 "category_id": cat_id[o.category], "bbox": [x, y, w, h], "area": w * h,
                 "iscrowd": 0, "sounding": bool(o.sounding),
             })
-    root.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=root, prefix=".annotations.", suffix=".json")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(doc, fh, indent=1)
-        os.replace(tmp, root / "annotations.json")
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(root / "annotations.json") as tmp:
+        tmp.write_text(json.dumps(doc, indent=1), encoding="utf-8")
     return root / "annotations.json"

@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -18,6 +17,7 @@ import av
 import numpy as np
 
 from .audio import SAMPLE_RATE, resample, to_mono_float32
+from .fileio import commit, temp_sibling
 
 
 class MediaError(ValueError):
@@ -61,12 +61,9 @@ class VideoWriter:
         self.path = Path(path)
         if self.path.suffix.lower() not in (".mp4", ".mov", ".mkv"):
             raise MediaError(f"{self.path}: video output must end in .mp4, .mov or .mkv")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, self._tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.stem}.",
-                                         suffix=self.path.suffix)
-        os.close(fd)
+        self._tmp = temp_sibling(self.path)
         self._fps = _fps_fraction(fps)
-        self._container = av.open(self._tmp, mode="w")
+        self._container = av.open(str(self._tmp), mode="w")
         self._video = None
         self._crf = crf
         self._audio = None
@@ -123,7 +120,7 @@ class VideoWriter:
                 self._container.mux(self._audio.encode(None))
             self._container.close()
             self._container = None
-            os.replace(self._tmp, self.path)
+            commit(self._tmp, self.path)
         except BaseException:
             self.abort()
             raise

@@ -536,3 +536,17 @@ def test_audio_branch_exports_to_onnx_with_dynamic_batch(tmp_path, exporter):
         assert g.shape == w.shape, name
         # relative to the output scale: log-mel dB inputs make untrained activations O(100)
         assert np.abs(g - w).max() <= 1e-4 * max(1.0, np.abs(w).max()), name
+
+
+def test_one_clip_per_interleaved_pair_equals_duplicated_clips():
+    """Training passes one clip per (positive, negative) pair; the audio net then runs once."""
+    torch.manual_seed(0)
+    model = StageOne(ModelConfig()).eval()
+    images = torch.randn(4, 3, 64, 64)
+    clips = torch.randn(2, 16000) * 0.1
+    paired = model(images, clips)
+    duplicated = model(images, clips.repeat_interleave(2, dim=0))
+    torch.testing.assert_close(paired.av_map, duplicated.av_map)
+    torch.testing.assert_close(paired.a_logits, duplicated.a_logits)
+    with pytest.raises(ValueError, match="3 clips for 4 images"):
+        model(images, torch.zeros(3, 16000))

@@ -7,12 +7,13 @@ stage-one files carry the clustering ``round`` that stage two checks against the
 from __future__ import annotations
 
 import os
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from avsl_edge.fileio import atomic_path
 
 FORMAT = "avsl-edge/checkpoint"
 VERSION = 1
@@ -27,17 +28,9 @@ def save_checkpoint(path: str | os.PathLike, kind: str, **payload: Any) -> Path:
     """Write atomically (temp file + rename): a crash never leaves a truncated checkpoint."""
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         torch.save({"format": FORMAT, "version": VERSION, "kind": kind, **payload}, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return Path(path)
 
 
 def load_checkpoint(path: str | os.PathLike, kind: str | None = None, map_location: Any = "cpu") -> dict:

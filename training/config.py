@@ -103,7 +103,7 @@ def preset(name: str) -> RunConfig:
             preset="cpu", out="runs/cpu",
             data=DataConfig(image_size=112, train_scenes=1600, val_scenes=160, stage_two_scenes=1200,
                             test_per_kind=200),
-            stage_one=StageOneConfig(epochs=7, batch_size=32, lr=3e-4, init_num=1, class_epochs=2,
+            stage_one=StageOneConfig(epochs=6, batch_size=32, lr=3e-4, init_num=2, class_epochs=1,
                                      kmeans_n_init=4),
             stage_two=StageTwoConfig(epochs=3, batch_size=32, lr=3e-4),
         )

@@ -437,6 +437,19 @@ class ClassAwareHead(nn.Module):
 # ---------------------------------------------------------------------------------------------------
 
 
+def paired_audio(audio: AudioBranch, waveform: Tensor, n_images: int) -> AudioOutput:
+    """Run the audio branch once per clip. With ``n_images == 2 * len(waveform)`` each clip serves
+    the interleaved rows 2i (its positive image) and 2i+1 (its negative image) of method.md 3.2:
+    the outputs are repeated instead of running the audio net twice on the same clip (identical
+    values and gradients, half the audio compute)."""
+    if waveform.shape[0] == n_images:
+        return audio(waveform)
+    if 2 * waveform.shape[0] != n_images:
+        raise ValueError(f"{waveform.shape[0]} clips for {n_images} images: give one clip per image "
+                         "or one per (positive, negative) pair")
+    return AudioOutput(*(t.repeat_interleave(2, dim=0) for t in audio(waveform)))
+
+
 class StageOneOutput(NamedTuple):
     av_score: Tensor  # (B,)
     av_map: Tensor  # (B, 1, h, w)
@@ -458,8 +471,9 @@ class StageOne(nn.Module):
         self.localization = LocalizationHead(self.config.fusion_init)
 
     def forward(self, image: Tensor, waveform: Tensor) -> StageOneOutput:
+        """``waveform`` has one clip per image, or one per interleaved pair (see :func:`paired_audio`)."""
         v = self.image(image)
-        a = self.audio(waveform)
+        a = paired_audio(self.audio, waveform, image.shape[0])
         loc = self.localization(v.v_emb, a.a_emb)
         return StageOneOutput(loc.av_score, loc.av_map, v.v_fea, a.a_fea, v.v_logits, a.a_logits, loc.av_logits)
 
@@ -532,8 +546,9 @@ class StageTwo(nn.Module):
         return model
 
     def forward(self, image: Tensor, waveform: Tensor, dictionary: Tensor) -> StageTwoOutput:
+        """``waveform`` has one clip per image, or one per interleaved pair (see :func:`paired_audio`)."""
         v = self.image(image)
-        a = self.audio(waveform)
+        a = paired_audio(self.audio, waveform, image.shape[0])
         loc = self.localization(v.v_emb, a.a_emb)
         obj = self.class_aware(v.v_fea, dictionary, loc.av_map)
         return StageTwoOutput(loc.av_map, obj.class_maps, obj.sounding_objects, a.a_logits, loc.av_logits)

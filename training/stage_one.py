@@ -31,7 +31,7 @@ from training.checkpoint import load_checkpoint, save_checkpoint
 from training.config import RunConfig, to_dict
 from training.data.classes import CLASSES
 from training.metrics_log import MetricsLog
-from training.model import StageOne, load_imagenet_weights, localization_loss_stage_one, object_features
+from training.model import StageOne, global_score, load_imagenet_weights, localization_loss_stage_one, object_features
 
 
 @dataclass
@@ -81,10 +81,10 @@ def location_epoch(model, opt, data: StageOneData, cfg: RunConfig, epoch: int, d
         pos_img = augment(data.train.images[idx], s, gen) if cfg.data.augment else eval_transform(data.train.images[idx], s)
         neg_img = augment(data.train.images[neg], s, gen) if cfg.data.augment else eval_transform(data.train.images[neg], s)
         images = _interleave(pos_img, neg_img).to(device)
-        wave = data.train.audio[idx].to(device).repeat_interleave(2, dim=0)
+        wave = data.train.audio[idx].to(device)  # one clip per pair
         labels = torch.tensor([1.0, 0.0], device=device).repeat(len(idx))
         out = model(images, wave)
-        loss = localization_loss_stage_one(out.av_score, labels)
+        loss = localization_loss_stage_one(global_score(out.av_logits), labels, from_logits=True)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -109,7 +109,7 @@ def validate(model, data: StageOneData, cfg: RunConfig, device: torch.device) ->
         idx = torch.arange(start, min(n, start + 64))
         images = _interleave(eval_transform(data.val.images[idx], cfg.data.image_size),
                              eval_transform(data.val.images[neg[idx]], cfg.data.image_size)).to(device)
-        wave = data.val.audio[idx].to(device).repeat_interleave(2, dim=0)
+        wave = data.val.audio[idx].to(device)  # one clip per pair
         labels = torch.tensor([1.0, 0.0], device=device).repeat(len(idx))
         score = _unwrap(model)(images, wave).av_score
         correct += ((score >= 0.5).float() == labels).sum().item()

@@ -56,7 +56,7 @@ def _epoch(student, teacher, dictionary, bank: SceneBank, cfg: RunConfig, epoch:
         tf = (lambda x: augment(x, s, gen, crop=False)) if cfg.data.augment else (lambda x: eval_transform(x, s))
         images = torch.stack([tf(bank.images[idx]), tf(bank.images[neg])], 1).flatten(0, 1).to(device)
         wave = bank.audio[idx].to(device)
-        out = student(images, wave.repeat_interleave(2, dim=0), dictionary)
+        out = student(images, wave, dictionary)  # one clip per pair
         p_a = teacher(wave)
         losses = stage_two_losses(global_score(out.av_logits[0::2]), quadrant_scores(out.av_logits[1::2]),
                                   out.sounding_objects[0::2], p_a, cfg.stage_two.loc_weight, from_logits=True)

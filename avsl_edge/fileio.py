@@ -1,0 +1,40 @@
+"""Atomic file writing: write to a temporary sibling, then rename, so a crash never leaves a
+half-written file under the final name."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+
+def temp_sibling(path: Path) -> Path:
+    """A new empty temporary file next to ``path`` (same folder, so the rename is atomic)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
+    os.close(fd)
+    return Path(tmp)
+
+
+def commit(tmp: Path, path: Path) -> Path:
+    """Give ``tmp`` the usual permissions (mkstemp makes it 0600) and rename it to ``path``."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    os.replace(tmp, path)
+    return path
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """``with atomic_path(p) as tmp: write(tmp)``: ``p`` appears only if the block succeeds."""
+    path = Path(path)
+    tmp = temp_sibling(path)
+    try:
+        yield tmp
+        commit(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
