@@ -1,0 +1,454 @@
+"""The live loop: camera frames + audio windows -> overlays, with bounded latency.
+
+    loop = LiveLoop(CameraSource(0), MicSource(), encode_audio=model.encode_audio,
+                    process_frame=lambda frame, state: model.localize_frame(frame.image, state),
+                    hop=0.25, recorder="out.mp4", display=window.show, max_frames=None)
+    result = loop.run()            # LiveResult(reason="interrupted", frames=..., stats=LiveStats(...))
+
+Scheduling:
+  * audio: the embedding is recomputed every ``hop`` seconds (default 0.25) on the last
+    ``window_seconds`` (1 s) of audio, on a fixed grid (a late update never causes a burst of
+    catch-up updates); in the main loop on the window ending at the frame's capture time, or, with
+    ``audio_worker=True``, on a second thread on the newest window so the two paths overlap;
+  * image: every frame the loop gets is processed with the newest audio state; the camera keeps
+    only its newest frame, so when inference is slower than the camera, frames are dropped (and
+    counted), never queued: latency stays one frame period + one inference;
+  * a pump thread moves audio blocks from the source into the :class:`~runtime.ring.AudioRing`
+    (and to the recorder) as they arrive.
+
+Exit paths (all close the sources, stop the threads and finalise the recording): ``max_frames``
+reached, the camera file ended, ``stop`` set, SIGINT/SIGTERM (handled as a stop request when run
+on the main thread; a second Ctrl-C interrupts at once), the display callback returning False,
+or an error (re-raised after the clean-up). Torch-free: the model is whatever the callables are.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+import numpy as np
+
+from avsl_edge.audio import CLIP_SECONDS, SAMPLE_RATE
+from avsl_edge.media import VideoWriter
+
+from .camera import CameraEnded, Frame
+from .microphone import AudioBlock, AudioEnded
+from .recording import LiveRecorder
+from .ring import AudioRing
+
+# ------------------------------------------------------------------------------- pure building blocks
+
+
+@dataclass(frozen=True)
+class StageSummary:
+    """Milliseconds over the last ``count`` samples of one stage."""
+
+    count: int
+    median_ms: float
+    p90_ms: float
+    max_ms: float
+
+    def __str__(self) -> str:
+        return f"{self.median_ms:.1f}/{self.p90_ms:.1f} ms" if self.count else "-"
+
+
+class RollingStats:
+    """Median / p90 / max of the last ``window`` durations (seconds in, milliseconds out); thread-safe."""
+
+    def __init__(self, window: int = 100):
+        if window <= 0:
+            raise ValueError(f"window must be > 0, got {window}")
+        self._values: collections.deque = collections.deque(maxlen=window)
+        self._lock = threading.Lock()
+        self.total = 0
+
+    def add(self, seconds: float) -> None:
+        with self._lock:
+            self._values.append(float(seconds))
+            self.total += 1
+
+    def summary(self) -> StageSummary:
+        with self._lock:
+            v = np.fromiter(self._values, dtype=np.float64)
+        if v.size == 0:
+            return StageSummary(0, float("nan"), float("nan"), float("nan"))
+        med, p90 = np.percentile(v, [50, 90]) * 1000.0
+        return StageSummary(int(v.size), float(med), float(p90), float(v.max() * 1000.0))
+
+
+class RateMeter:
+    """Events per second over the last ``window`` seconds of event times."""
+
+    def __init__(self, window: float = 2.0):
+        self.window = float(window)
+        self._times: collections.deque = collections.deque()
+        self._lock = threading.Lock()
+
+    def tick(self, t: float | None = None) -> None:
+        t = time.monotonic() if t is None else t
+        with self._lock:
+            self._times.append(t)
+            while self._times and self._times[0] < t - self.window:
+                self._times.popleft()
+
+    def rate(self) -> float:
+        with self._lock:
+            if len(self._times) < 2:
+                return 0.0
+            span = self._times[-1] - self._times[0]
+            return (len(self._times) - 1) / span if span > 0 else 0.0
+
+
+class HopSchedule:
+    """When to recompute the audio embedding: on a grid ``hop`` seconds apart, starting at the first
+    call. ``due(t)`` is True once per grid point reached; when the caller fell more than a hop
+    behind, the missed points are skipped (one update, not a burst)."""
+
+    def __init__(self, hop: float = 0.25):
+        if not (hop > 0):
+            raise ValueError(f"hop must be > 0 seconds, got {hop}")
+        self.hop = float(hop)
+        self.next: float | None = None
+
+    def due(self, t: float) -> bool:
+        if self.next is None:
+            self.next = t + self.hop
+            return True
+        if t + 1e-6 < self.next:
+            return False
+        self.next += self.hop
+        if self.next <= t:  # fell behind: restart the grid from now
+            self.next = t + self.hop
+        return True
+
+
+@dataclass(frozen=True)
+class LiveStats:
+    """A snapshot of the loop. Stages (median/p90 ms): ``audio`` encode_audio, ``frame``
+    process_frame, ``record``, ``display``, ``latency`` capture -> overlay ready, ``audio_lag``
+    frame capture time - end of the audio window its state was computed from, ``capture`` audio
+    block captured -> in the ring."""
+
+    frames: int
+    fps: float
+    camera_frames: int
+    camera_dropped: int
+    audio_updates: int
+    audio_blocks: int
+    mic_overflows: int
+    stages: dict[str, StageSummary] = field(default_factory=dict)
+
+    def line(self) -> str:
+        """One line for a HUD or a log."""
+        s = self.stages
+        parts = [f"{self.fps:5.1f} fps", f"latency {s['latency']}" if "latency" in s else "",
+                 f"frame {s['frame']}" if "frame" in s else "", f"audio {s['audio']}" if "audio" in s else "",
+                 f"dropped {self.camera_dropped}/{self.camera_frames}"]
+        if self.mic_overflows:
+            parts.append(f"mic overflows {self.mic_overflows}")
+        return "  ".join(p for p in parts if p)
+
+
+@dataclass(frozen=True)
+class LiveResult:
+    """How a run ended: ``reason`` is one of "max_frames", "camera_ended", "stopped", "interrupted",
+    "display_closed" (an error is raised instead)."""
+
+    reason: str
+    frames: int
+    stats: LiveStats
+    recording: Path | None
+
+
+class FrameSource(Protocol):
+    fps: float
+
+    def read(self, timeout: float | None = ...) -> Frame | None: ...
+
+    def close(self) -> None: ...
+
+
+class AudioSource(Protocol):
+    sample_rate: int
+
+    def read(self, timeout: float | None = ...) -> AudioBlock | None: ...
+
+    def close(self) -> None: ...
+
+
+# ------------------------------------------------------------------------------------------ the loop
+
+_STAGES = ("audio", "frame", "record", "display", "latency", "audio_lag", "capture")
+
+
+class LiveLoop:
+    """Run ``process_frame(frame, encode_audio(window))`` on a live camera + audio source.
+
+    ``encode_audio(window: (16000,) float32) -> state``; ``process_frame(frame: Frame, state) ->
+    overlay`` (H, W, 3) uint8 RGB. ``recorder``: an output path (a :class:`LiveRecorder` is made at
+    ``record_fps``, default the camera's fps) or a ``VideoWriter`` (then ``record_fps`` is
+    required); it gets the overlays and the captured audio. ``display(overlay, stats) -> bool |
+    None``: False stops the loop. ``stop``: an Event another thread may set. ``close_sources``:
+    close the camera and audio source when the run ends (on every path)."""
+
+    def __init__(
+        self,
+        camera: FrameSource,
+        audio: AudioSource | None,
+        encode_audio: Callable[[np.ndarray], Any],
+        process_frame: Callable[[Frame, Any], np.ndarray],
+        *,
+        hop: float = 0.25,
+        window_seconds: float = CLIP_SECONDS,
+        stop: threading.Event | None = None,
+        max_frames: int | None = None,
+        recorder: VideoWriter | LiveRecorder | str | os.PathLike | None = None,
+        record_fps: float | None = None,
+        display: Callable[[np.ndarray, LiveStats], bool | None] | None = None,
+        audio_worker: bool = False,
+        ring: AudioRing | None = None,
+        stats_window: int = 100,
+        handle_signals: bool = True,
+        close_sources: bool = True,
+    ):
+        if max_frames is not None and max_frames <= 0:
+            raise ValueError(f"max_frames must be > 0, got {max_frames}")
+        self.camera, self.audio = camera, audio
+        self.encode_audio, self.process_frame = encode_audio, process_frame
+        self.hop, self.window_seconds = float(hop), float(window_seconds)
+        HopSchedule(self.hop)  # validates hop
+        self.stop = stop if stop is not None else threading.Event()
+        self.max_frames = max_frames
+        self.display = display
+        self.audio_worker = audio_worker
+        self.handle_signals = handle_signals
+        self.close_sources = close_sources
+        rate = audio.sample_rate if audio is not None else SAMPLE_RATE
+        self.ring = ring if ring is not None else AudioRing(max(1.5, self.window_seconds + 0.5), rate)
+        self._recorder_spec = recorder
+        self._record_fps = record_fps
+        self.recorder: LiveRecorder | None = None
+        self._stats = {k: RollingStats(stats_window) for k in _STAGES}
+        self._fps = RateMeter()
+        self.frames = 0
+        self.audio_updates = 0
+        self.audio_blocks = 0
+        self._rec_audio: collections.deque = collections.deque()
+        self._errors: list[BaseException] = []
+        self._state_lock = threading.Lock()
+        self._state: Any = None
+        self._state_t_end = 0.0
+        self._threads: list[threading.Thread] = []
+        self._halt = threading.Event()  # stops the helper threads
+        self._signalled: int | None = None
+        self.audio_ended = False
+        self._ran = False
+
+    # ------------------------------------------------------------------------------------- stats
+
+    def stats(self) -> LiveStats:
+        cam = self.camera
+        return LiveStats(
+            frames=self.frames, fps=self._fps.rate(),
+            camera_frames=int(getattr(cam, "frames_read", self.frames)),
+            camera_dropped=int(getattr(cam, "frames_dropped", 0)),
+            audio_updates=self.audio_updates, audio_blocks=self.audio_blocks,
+            mic_overflows=int(getattr(self.audio, "overflows", 0)) if self.audio is not None else 0,
+            stages={k: v.summary() for k, v in self._stats.items() if v.total},
+        )
+
+    # ----------------------------------------------------------------------------- helper threads
+
+    def _pump(self) -> None:
+        """Audio source -> ring (+ recorder queue), as blocks arrive."""
+        try:
+            while not self._halt.is_set():
+                block = self.audio.read(timeout=0.05)
+                if block is None:
+                    continue
+                self.ring.push(block.samples, block.t_end)
+                self._stats["capture"].add(time.monotonic() - block.t_end)
+                self.audio_blocks += 1
+                if self.recorder is not None:
+                    self._rec_audio.append(block)
+        except AudioEnded:
+            self.audio_ended = True
+        except BaseException as exc:
+            self._errors.append(exc)
+
+    def _audio_loop(self) -> None:
+        """The audio path on its own thread: a new state every hop of captured audio."""
+        sched = HopSchedule(self.hop)
+        sched.due(self._state_t_end)  # the grid starts at the initial state's window
+        try:
+            while not self._halt.is_set():
+                if self.audio is not None and not self.audio_ended:
+                    if not self.ring.wait_for(sched.next, timeout=0.1):
+                        continue
+                    t, end = self.ring.latest_time, None
+                else:  # no audio (none, or the file ended): hop on the clock; windows fade to silence
+                    now = time.monotonic()
+                    if now < sched.next:
+                        self._halt.wait(min(0.1, sched.next - now))
+                        continue
+                    t = end = now
+                if sched.due(t):
+                    self._update_audio(end_time=end)
+        except BaseException as exc:
+            self._errors.append(exc)
+
+    def _update_audio(self, end_time: float | None) -> None:
+        window, t_end = self.ring.window(end_time=end_time, seconds=self.window_seconds)
+        t = time.monotonic()
+        state = self.encode_audio(window)
+        self._stats["audio"].add(time.monotonic() - t)
+        with self._state_lock:
+            self._state, self._state_t_end = state, t_end
+            self.audio_updates += 1
+
+    def _start(self, target, name: str) -> None:
+        th = threading.Thread(target=target, name=name, daemon=True)
+        th.start()
+        self._threads.append(th)
+
+    # ------------------------------------------------------------------------------------ running
+
+    def _install_signals(self) -> dict:
+        if not self.handle_signals or threading.current_thread() is not threading.main_thread():
+            return {}
+        old = {}
+
+        def on_signal(signum, _frame):
+            if self._signalled is not None and signum == signal.SIGINT:
+                raise KeyboardInterrupt  # the second Ctrl-C: stop waiting for a clean exit
+            self._signalled = signum
+            self.stop.set()
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            old[sig] = signal.signal(sig, on_signal)
+        return old
+
+    def _open_recorder(self) -> None:
+        spec = self._recorder_spec
+        if spec is None:
+            return
+        sr = self.ring.sample_rate if self.audio is not None else None
+        if isinstance(spec, LiveRecorder):
+            self.recorder = spec
+        elif isinstance(spec, VideoWriter):
+            fps = self._record_fps or getattr(spec, "fps", None)
+            if not fps:
+                raise ValueError("record_fps is required with a VideoWriter recorder (the file's frame rate)")
+            self.recorder = LiveRecorder(spec, float(fps), sr)
+        else:
+            fps = self._record_fps or getattr(self.camera, "fps", None) or 30.0
+            self.recorder = LiveRecorder(spec, float(fps), sr)
+
+    def _raise_errors(self) -> None:
+        if self._errors:
+            raise self._errors[0]
+
+    def run(self) -> LiveResult:
+        """Run until a stop condition; returns how it ended. Call once per LiveLoop."""
+        if self._ran:
+            raise RuntimeError("a LiveLoop runs once (its sources are closed afterwards); make a new one")
+        self._ran = True
+        old_handlers = self._install_signals()
+        reason = "stopped"
+        failed = False
+        try:
+            self._open_recorder()
+            if self.audio is not None:
+                self._start(self._pump, "live:audio-pump")
+            schedule = HopSchedule(self.hop)
+            if self.audio_worker:
+                self._update_audio(end_time=None)  # the first frame never waits for the worker
+                self._start(self._audio_loop, "live:audio-encode")
+            while True:
+                if self.stop.is_set():
+                    reason = "interrupted" if self._signalled is not None else "stopped"
+                    break
+                self._raise_errors()
+                try:
+                    frame = self.camera.read(timeout=0.1)
+                except CameraEnded:
+                    reason = "camera_ended"
+                    break
+                if frame is None:
+                    continue
+                if not self.audio_worker and schedule.due(frame.timestamp):
+                    self._update_audio(end_time=frame.timestamp)
+                with self._state_lock:
+                    state, state_t_end = self._state, self._state_t_end
+                t = time.monotonic()
+                overlay = self.process_frame(frame, state)
+                ready = time.monotonic()
+                self._stats["frame"].add(ready - t)
+                self._stats["latency"].add(ready - frame.timestamp)
+                self._stats["audio_lag"].add(frame.timestamp - state_t_end)
+                self._fps.tick(ready)
+                self.frames += 1
+                if self.recorder is not None:
+                    t = time.monotonic()
+                    self._feed_recorder_audio()
+                    self.recorder.add_frame(np.asarray(overlay), frame)
+                    self._stats["record"].add(time.monotonic() - t)
+                if self.display is not None:
+                    t = time.monotonic()
+                    keep = self.display(overlay, self.stats())
+                    self._stats["display"].add(time.monotonic() - t)
+                    if keep is False:
+                        reason = "display_closed"
+                        break
+                if self.max_frames is not None and self.frames >= self.max_frames:
+                    reason = "max_frames"
+                    break
+        except BaseException:  # an error, or KeyboardInterrupt (a second Ctrl-C): clean up, re-raise
+            failed = True
+            raise
+        finally:
+            recording = self._shutdown(failed)
+            for sig, handler in old_handlers.items():
+                signal.signal(sig, handler)
+        return LiveResult(reason, self.frames, self.stats(), recording)
+
+    def _feed_recorder_audio(self) -> None:
+        while self._rec_audio:
+            self.recorder.add_audio(self._rec_audio.popleft())
+
+    def _shutdown(self, failed: bool) -> Path | None:
+        """Stop the helper threads, finalise the recording (kept, playable, on every path) and close
+        the sources. Errors here are raised only when the run itself did not fail."""
+        self._halt.set()
+        self.stop.set()
+        for th in self._threads:
+            th.join(timeout=2.0)
+        path = None
+        errors: list[BaseException] = []
+        if self.recorder is not None:
+            try:
+                self._feed_recorder_audio()
+                if self.recorder.frames:
+                    path = self.recorder.close()
+                else:
+                    self.recorder.abort()
+            except BaseException as exc:
+                errors.append(exc)
+        if self.close_sources:
+            for src in (self.camera, self.audio):
+                if src is None:
+                    continue
+                try:
+                    src.close()
+                except BaseException as exc:
+                    errors.append(exc)
+        if errors and not failed:
+            raise errors[0]
+        return path
