@@ -22,17 +22,11 @@ REPO = Path(__file__).resolve().parents[1]
 SMALL = ["--preset", "smoke", "--quiet", "--no-export"]
 
 
-@pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("runs") / "smoke"
-    assert pipeline_main([*SMALL, "--out", str(out)]) == 0
-    return out
-
-
 def test_smoke_run_leaves_a_complete_run_folder(smoke_run: Path):
     for name in ("config.json", "metrics.jsonl", "state.json", "model.pt", "eval.json", "eval.md",
                  "report.md", "curves.png", "figure.png", "data/contact_sheet.png",
-                 "data/test/annotations.json", "rounds/round_000.pt", "stage_one.json", "stage_two.json"):
+                 "data/test/annotations.json", "rounds/round_000.pt", "stage_one.json", "stage_two.json",
+                 "bundle/manifest.json"):
         assert (smoke_run / name).is_file(), name
     table = json.loads((smoke_run / "eval.json").read_text())["table"]
     assert set(table) == {"model", "uniform", "gaussian"}
