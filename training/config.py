@@ -99,13 +99,15 @@ def preset(name: str) -> RunConfig:
     if name == "paper":
         return RunConfig(preset="paper", out="runs/paper")
     if name == "cpu":
+        # From scratch on 2 cores: 96 px frames (6x6 maps), a higher learning rate, and clustering
+        # only once the localization has something to show (init_num 4, then a round every epoch).
         return RunConfig(
             preset="cpu", out="runs/cpu",
-            data=DataConfig(image_size=112, train_scenes=1600, val_scenes=160, stage_two_scenes=1200,
+            data=DataConfig(image_size=96, train_scenes=2048, val_scenes=192, stage_two_scenes=1024,
                             test_per_kind=200),
-            stage_one=StageOneConfig(epochs=6, batch_size=32, lr=3e-4, init_num=2, class_epochs=1,
+            stage_one=StageOneConfig(epochs=10, batch_size=32, lr=1e-3, init_num=4, class_epochs=1,
                                      kmeans_n_init=4),
-            stage_two=StageTwoConfig(epochs=3, batch_size=32, lr=3e-4),
+            stage_two=StageTwoConfig(epochs=2, batch_size=32, lr=3e-4),
         )
     if name == "smoke":
         return RunConfig(
