@@ -1,0 +1,82 @@
+"""PyTorch-side measurements: model MACs, the machine's peak fp32 GEMM rate, eager latency per
+stage, and training throughput (pairs/s) of the presets."""
+
+from __future__ import annotations
+
+import time
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from benchmarks.timing import Timing, measure
+from training.config import preset
+from training.model import AudioBranch, ImageBranch, ModelConfig, StageOne, StageTwo, global_score, \
+    localization_loss_stage_one
+
+
+def count_macs(image_size: int = 224) -> dict[str, float]:
+    """Multiply-accumulates of one forward pass (batch 1), counted by torch's FlopCounterMode."""
+    cfg = ModelConfig()
+    out = {}
+    for name, module, x in (("image", ImageBranch(cfg), torch.randn(1, 3, image_size, image_size)),
+                            ("audio", AudioBranch(cfg), torch.randn(1, 16000))):
+        with FlopCounterMode(display=False) as counter, torch.no_grad():
+            module.eval()(x)
+        out[name] = counter.get_total_flops() / 2
+    return out
+
+
+def peak_gemm_flops(n: int = 2048, seconds: float = 2.0) -> float:
+    """Best sustained fp32 GEMM rate (FLOP/s) of torch.matmul on this machine's threads."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.matmul(a, b)
+    best = 0.0
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        t0 = time.perf_counter()
+        torch.matmul(a, b)
+        best = max(best, 2 * n ** 3 / (time.perf_counter() - t0))
+    return best
+
+
+@torch.no_grad()
+def eager_stages(image_size: int = 224, warmup: int = 3, runs: int = 20) -> dict[str, Timing]:
+    """PyTorch eager, batch 1: audio (front-end + net), image net, head."""
+    model = StageTwo(ModelConfig()).eval()
+    frame = torch.randn(1, 3, image_size, image_size)
+    clip = torch.randn(1, 16000) * 0.1
+    dictionary = torch.randn(11, 512)
+    v = model.image(frame)
+    a = model.audio(clip)
+
+    def head():
+        loc = model.localization(v.v_emb, a.a_emb)
+        model.class_aware(v.v_fea, dictionary, loc.av_map)
+
+    return {
+        "audio": measure(lambda: model.audio(clip), warmup, runs),
+        "image": measure(lambda: model.image(frame), warmup, runs),
+        "head": measure(head, warmup, runs),
+    }
+
+
+def training_throughput(preset_name: str, steps: int = 3, batch: int | None = None) -> float:
+    """Stage-one localization steps per second x batch, in pairs/s (warm, synthetic tensors)."""
+    cfg = preset(preset_name)
+    s = cfg.data.image_size
+    b = batch or cfg.stage_one.batch_size
+    model = StageOne(cfg.model).train()
+    opt = torch.optim.Adam(model.main_parameters(), lr=1e-4)
+    images = torch.randn(2 * b, 3, s, s)
+    clips = torch.randn(b, 16000) * 0.1
+    labels = torch.tensor([1.0, 0.0]).repeat(b)
+
+    def step():
+        out = model(images, clips)
+        loss = localization_loss_stage_one(global_score(out.av_logits), labels, from_logits=True)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    t = measure(step, warmup=1, runs=steps)
+    return b / (t.median_ms / 1000)
