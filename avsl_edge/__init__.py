@@ -1,0 +1,84 @@
+"""avsl-edge: class-aware sounding-object localization on edge hardware (ONNX Runtime / TensorRT).
+
+Torch-free: numpy, OpenCV, ONNX Runtime (and TensorRT when present).
+
+    import cv2, soundfile, avsl_edge
+
+    frame = cv2.imread("scene.jpg")                       # BGR, any size
+    audio, rate = soundfile.read("scene.wav")             # any rate, mono or (samples, channels)
+    r = avsl_edge.localize(frame, audio, rate)            # default bundle: $AVSL_EDGE_MODEL or the last pipeline run
+    print(r.sounding, r.boxes)                            # ('guitar',) [Box(label='guitar', score=0.93, ...)]
+    cv2.imwrite("overlay.png", r.plot())
+
+    loc = avsl_edge.load("runs/cpu/bundle", backend="onnxruntime", providers=["CPUExecutionProvider"])
+    state = loc.encode_audio(window, 48000)               # streaming: one audio embedding ...
+    r = loc.localize_frame(frame, state)                  # ... for every frame until the next hop
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any
+
+from .audio import SAMPLE_RATE, AudioError
+from .backends import Backend, BackendError, create_backend
+from .bundle import BundleError, load_bundle
+from .localizer import AudioState, InputError, Localizer, Rules
+from .registry import ModelNotFoundError, resolve_model
+from .result import Box, Result
+from .tensorrt_engine import TensorRTUnavailable
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "load", "localize", "Localizer", "Result", "Box", "AudioState", "Rules",
+    "BundleError", "BackendError", "InputError", "AudioError", "ModelNotFoundError", "TensorRTUnavailable",
+    "__version__",
+]
+
+
+def load(model: str | os.PathLike | None = None, backend: str = "auto", providers: list[Any] | None = None,
+         variant: str | None = None, *, intra_op_threads: int = 0, inter_op_threads: int = 0,
+         io_binding: bool | None = None, device_id: int = 0, verify: bool = True, keep_image: bool = True,
+         **rules: float) -> Localizer:
+    """A :class:`Localizer` for a bundle.
+
+    model: a bundle folder; None = ``$AVSL_EDGE_MODEL``, else the bundle the last
+        ``python -m training.pipeline`` registered, else :class:`ModelNotFoundError` saying how to get one.
+    backend: "auto" (the bundle's TensorRT engines when built for this GPU, else ONNX Runtime),
+        "onnxruntime" or "tensorrt".
+    providers: ONNX Runtime execution providers, used as given (None: TensorRT EP, CUDA EP, CPU,
+        as far as they work here).
+    variant: "fp32" (default), "fp16" or "int8".
+    verify: check every file's sha256 against the manifest (a corrupt bundle is a BundleError).
+    rules: overrides of :class:`Rules` (in_view_threshold, audio_gate_db, class_threshold, box_tau).
+
+    >>> loc = avsl_edge.load("runs/cpu/bundle", variant="int8", intra_op_threads=2)  # doctest: +SKIP
+    """
+    bundle = load_bundle(resolve_model(model), verify=verify)
+    rule_set = Rules.from_postprocessing(bundle.manifest.postprocessing, **rules)
+    be = create_backend(bundle, backend, providers, variant, intra_op_threads, inter_op_threads, io_binding,
+                        device_id)
+    return Localizer(bundle, be, rule_set, keep_image=keep_image)
+
+
+_default: dict[str, Localizer] = {}
+_default_lock = threading.Lock()
+
+
+def default_localizer(model: str | os.PathLike | None = None) -> Localizer:
+    """The cached Localizer of :func:`localize` (one per resolved bundle path)."""
+    key = str(os.path.realpath(resolve_model(model)))
+    with _default_lock:
+        if key not in _default:
+            _default[key] = load(key)
+        return _default[key]
+
+
+def localize(frame: Any, audio: Any, sample_rate: int = SAMPLE_RATE, model: str | os.PathLike | None = None,
+             *, rgb: bool = False) -> Result:
+    """Localize the sounding objects of one frame (BGR uint8 array, or RGB with ``rgb=True``, or a PIL
+    image) with the audio heard with it (any rate; its last second), using a cached default
+    :class:`Localizer` for ``model`` (see :func:`load`)."""
+    return default_localizer(model).localize(frame, audio, sample_rate, rgb=rgb)

@@ -146,11 +146,17 @@ class Preprocessing:
 @dataclass(frozen=True)
 class Postprocessing:
     softmax_scale: float = 3.0        # class_probs = softmax(softmax_scale * M) (baked into the head graph)
-    sounding_threshold: float = 0.5   # av_score >= this: "something in view is sounding"
+    sounding_threshold: float = 0.5   # av_score >= this: "something in view is sounding" (evaluation)
     solo_tau: float = 0.1
     mosaic_tau: float = 0.5
     duet_tau: float = 0.2
     nsa_threshold: float = 0.2
+    # The edge Localizer's decisions (avsl_edge.localizer.Rules); optional, so older bundles load.
+    in_view_threshold: float | None = None  # calibrated av_score threshold (None: sounding_threshold)
+    audio_gate_db: float = -50.0            # audio RMS (dBFS) below this: silence, nothing sounding
+    class_threshold: float = 0.25           # audio class probability that names a class
+    box_tau: float = 0.5                    # box: sounding map > box_tau x its max
+    calibration: dict[str, Any] = field(default_factory=dict)  # how the values above were fitted
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "Postprocessing":

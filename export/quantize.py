@@ -256,14 +256,9 @@ def to_int8(src: str | os.PathLike, dst: str | os.PathLike, calibration: Sequenc
 
 def cpu_session(path: str | os.PathLike, threads: int = 0):
     """An ONNX Runtime CPU session (``threads`` 0 = ORT's default, one per physical core)."""
-    import onnxruntime as ort
+    from avsl_edge.backends import CPU_EP, ort_session
 
-    so = ort.SessionOptions()
-    if threads:
-        so.intra_op_num_threads = threads
-        so.inter_op_num_threads = 1
-    so.log_severity_level = 3
-    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    return ort_session(path, [CPU_EP], threads, 1 if threads else 0)
 
 
 def time_ms(session, feeds: Mapping[str, np.ndarray], repeats: int = 10, warmup: int = 2) -> float:

@@ -52,8 +52,10 @@ from avsl_edge.audio import CLIP_SAMPLES, SAMPLE_RATE, fit_clip
 from avsl_edge.avcoco import AVCocoError, load_avcoco, read_clip, read_frame
 from avsl_edge.metrics import ClusterMatch
 from avsl_edge.preprocess import IMAGENET_MEAN, IMAGENET_STD, preprocess_frame
+from avsl_edge.backends import CPU_EP, OnnxRuntimeBackend
+from avsl_edge.bundle_eval import evaluate_bundle
 from export import quantize
-from export.onnx_eval import OnnxModel, evaluate_variant, settings_from_bundle
+from export.calibrate import calibrate_bundle
 from training.checkpoint import CheckpointError, load_checkpoint
 from training.config import RunConfig, from_dict
 from training.model import StageTwo
@@ -420,6 +422,8 @@ def export_run(model_path: str | os.PathLike, out_dir: str | os.PathLike,
         reports = variant_reports(bundle, samples, eval_data if evaluate else None, threads, log)
         for v, rep in reports.items():
             manifest.variants[v] = dataclasses.replace(manifest.variants[v], report=rep)
+        manifest.postprocessing = dataclasses.replace(manifest.postprocessing,
+                                                      **calibrate_bundle(bundle, threads=threads, log=log))
         B.write_manifest(tmp, manifest)
         B.load_bundle(tmp)  # verify what is about to be installed
         os.chmod(tmp, 0o755)
@@ -438,7 +442,7 @@ def variant_reports(bundle: B.Bundle, samples: Samples, eval_data: str | os.Path
     n = min(len(samples), 16)
     images, waves = samples.images[:n], samples.waveforms[:n]
     order = ["fp32", *(v for v in bundle.variants if v != "fp32")]  # fp32 first: the others compare with it
-    models = {v: OnnxModel.from_bundle(bundle, v, threads) for v in order}
+    models = {v: OnnxRuntimeBackend(bundle, v, [CPU_EP], threads, 1 if threads else 0) for v in order}
     ref = models["fp32"](images, waves)
     coco = load_avcoco(eval_data) if eval_data is not None else None
     reports = {}
@@ -458,8 +462,7 @@ def variant_reports(bundle: B.Bundle, samples: Samples, eval_data: str | os.Path
         rep["cpu"] = {"threads": threads or "onnxruntime default", "processor": platform.processor() or platform.machine(),
                       "cores": os.cpu_count()}
         if coco is not None:
-            table = evaluate_variant(m, coco, bundle.classes, bundle.cluster_match(), bundle.image_size,
-                                     settings_from_bundle(bundle))
+            table = evaluate_bundle(m, coco)
             rep["eval"] = {"data": str(eval_data), "model": table["model"]}
         if "eval" in rep and v != "fp32":
             base = reports["fp32"]["eval"]["model"]

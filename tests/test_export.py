@@ -22,7 +22,7 @@ import torch
 from avsl_edge import bundle as B
 from avsl_edge import tensorrt_engine as T
 from export import quantize
-from export.onnx_eval import OnnxModel
+from avsl_edge.backends import CPU_EP, OnnxRuntimeBackend
 from export.to_onnx import OPSET, AudioGraph, HeadGraph, ImageGraph, Samples, export_run, load_run, load_samples
 from training.checkpoint import save_checkpoint
 from training.config import preset, to_dict
@@ -184,8 +184,8 @@ def _rms_rel(a: np.ndarray, ref: np.ndarray) -> float:
 @pytest.mark.parametrize("variant", ["fp16", "int8"])
 def test_precision_variants_run_in_onnxruntime_close_to_fp32(bundle_dir, samples, variant):
     b = B.load_bundle(bundle_dir)
-    ref = OnnxModel.from_bundle(b, "fp32", threads=1)(samples.images, samples.waveforms)
-    out = OnnxModel.from_bundle(b, variant, threads=1)(samples.images, samples.waveforms)
+    ref = OnnxRuntimeBackend(b, "fp32", [CPU_EP], 1, 1)(samples.images, samples.waveforms)
+    out = OnnxRuntimeBackend(b, variant, [CPU_EP], 1, 1)(samples.images, samples.waveforms)
     assert set(out) == set(ref)
     for name in out:
         assert out[name].dtype == np.float32 and out[name].shape == ref[name].shape, name
@@ -194,7 +194,7 @@ def test_precision_variants_run_in_onnxruntime_close_to_fp32(bundle_dir, samples
         assert _rms_rel(out[name], ref[name]) < RMS_TOLERANCE[variant], name
     np.testing.assert_allclose(out["class_probs"].sum(axis=1), 1.0, atol=1e-5)
     # silence: the fp32 log-mel front end keeps the -100 dB floor finite in every variant
-    silent = OnnxModel.from_bundle(b, variant, threads=1)(samples.images[:1], np.zeros((1, 16000), np.float32))
+    silent = OnnxRuntimeBackend(b, variant, [CPU_EP], 1, 1)(samples.images[:1], np.zeros((1, 16000), np.float32))
     assert all(np.all(np.isfinite(v)) for v in silent.values())
     report = b.manifest.variants[variant].report
     assert set(report["max_abs_error_vs_fp32"]) == {"a_emb", "audio_probs", "v_fea", "v_emb"}

@@ -196,7 +196,10 @@ def export_bundle(run_dir: Path, model_path: Path, test_dir: Path):
         return None
     # INT8 is calibrated on fresh SynthMUSIC scenes and every variant is scored on the test split,
     # so the INT8 figures are not flattered by calibrating on the images they are scored on.
-    return str(export_run(model_path, run_dir / "bundle", calibration_data=None, eval_data=test_dir))
+    bundle = export_run(model_path, run_dir / "bundle", calibration_data=None, eval_data=test_dir)
+    from avsl_edge.registry import register_bundle  # the edge library's default model (avsl_edge.load())
+    register_bundle(bundle)
+    return str(bundle)
 
 
 def main(argv: list[str] | None = None) -> int:

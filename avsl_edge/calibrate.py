@@ -1,0 +1,165 @@
+"""Calibrating the Localizer's decision rules on scenes with known answers (torch-free).
+
+``export/to_onnx.py`` runs :func:`calibrate` on freshly rendered SynthMUSIC scenes (seeds shared
+with no training or test scene) and stores the result in the manifest's ``postprocessing``
+(``in_view_threshold``, ``audio_gate_db``, ``class_threshold`` and a ``calibration`` report).
+Anyone can recalibrate on their own labelled scenes the same way.
+
+The rules, each a pure function below:
+
+* ``in_view_threshold`` (:func:`fit_in_view_threshold`): the av_score threshold that maximises the
+  balanced accuracy between scenes with a sounding instrument in view (positives: ``solo``,
+  ``solo_distractor``, ``duet``, ``mosaic``) and scenes whose sound comes from off screen
+  (negatives: ``offscreen``), among the thresholds that declare at most ``max_fpr`` (2 %) of the
+  off-screen scenes "sounding in view"; ties go to the higher threshold. Off-screen sound is meant
+  to light nothing, so specificity is a constraint, not a trade.
+* ``audio_gate_db`` (:func:`fit_audio_gate`): 20 dB below the quietest calibration clip's RMS
+  level, kept within [-60, -40] dBFS, so every instrument clip passes and a silent room (digital
+  silence, or room noise well below the music) does not.
+* ``class_threshold`` (:func:`fit_class_threshold`): the audio-probability threshold (0.05 .. 0.50)
+  that maximises the mean per-scene F1 between the classes named (probability >= threshold, else
+  the most probable class) and the visible sounding classes, over the scenes with sounding
+  instruments in view; ties go to the higher threshold.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .localizer import audio_window
+
+if TYPE_CHECKING:
+    from .localizer import Localizer
+
+POSITIVE_KINDS: tuple[str, ...] = ("solo", "solo_distractor", "duet", "mosaic")
+NEGATIVE_KINDS: tuple[str, ...] = ("offscreen",)
+CLASS_GRID: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(1, 11))
+
+
+@dataclass(frozen=True)
+class CalibrationScene:
+    """One scene with its answer: an RGB frame, its audio (16 kHz float) and the visible sounding classes."""
+
+    kind: str
+    image: np.ndarray              # (H, W, 3) uint8 RGB
+    audio: np.ndarray              # float32 mono, 16 kHz
+    sounding: tuple[str, ...]      # visible sounding classes (empty for offscreen scenes)
+
+
+@dataclass(frozen=True)
+class ThresholdFit:
+    threshold: float
+    tpr: float                # positives at or above the threshold
+    fpr: float                # negatives at or above the threshold
+    balanced_accuracy: float
+
+
+def fit_in_view_threshold(positives: Sequence[float], negatives: Sequence[float], max_fpr: float = 0.02) -> ThresholdFit:
+    """Rule for ``in_view_threshold`` (module docstring). Candidates are the midpoints between
+    consecutive distinct scores and one step beyond either end."""
+    pos = np.asarray(positives, np.float64).ravel()
+    neg = np.asarray(negatives, np.float64).ravel()
+    if pos.size == 0 or neg.size == 0:
+        raise ValueError(f"need positive and negative scores, got {pos.size} and {neg.size}")
+    if not (np.isfinite(pos).all() and np.isfinite(neg).all()):
+        raise ValueError("scores must be finite")
+    if not 0.0 <= max_fpr < 1.0:
+        raise ValueError(f"max_fpr must be in [0, 1), got {max_fpr}")
+    v = np.unique(np.concatenate([pos, neg]))
+    step = max(1e-6, float(v[-1] - v[0]) * 1e-3)
+    cands = np.concatenate([[v[0] - step], (v[:-1] + v[1:]) / 2.0, [v[-1] + step]])
+    tpr = (pos[None, :] >= cands[:, None]).mean(axis=1)
+    fpr = (neg[None, :] >= cands[:, None]).mean(axis=1)
+    ba = 0.5 * (tpr + 1.0 - fpr)
+    ok = fpr <= max_fpr + 1e-12
+    best = np.max(ba[ok])
+    i = int(np.nonzero(ok & (ba >= best - 1e-12))[0].max())
+    return ThresholdFit(float(cands[i]), float(tpr[i]), float(fpr[i]), float(ba[i]))
+
+
+def fit_audio_gate(levels_db: Sequence[float], margin_db: float = 20.0, floor_db: float = -60.0,
+                   ceiling_db: float = -40.0) -> float:
+    """Rule for ``audio_gate_db``: ``clip(min(levels) - margin, floor, ceiling)``."""
+    lv = np.asarray(levels_db, np.float64)
+    if lv.size == 0:
+        raise ValueError("need at least one clip level")
+    return float(np.clip(lv.min() - margin_db, floor_db, ceiling_db))
+
+
+def named(probs: np.ndarray, threshold: float) -> set[int]:
+    """The localizer's class rule: probability >= threshold, else the argmax."""
+    idx = set(np.nonzero(probs >= threshold)[0].tolist())
+    return idx or {int(np.argmax(probs))}
+
+
+def f1(pred: set[int], truth: set[int]) -> float:
+    if not pred and not truth:
+        return 1.0
+    tp = len(pred & truth)
+    return 2.0 * tp / (len(pred) + len(truth))
+
+
+def fit_class_threshold(class_probs: Sequence[np.ndarray], truths: Sequence[set[int]],
+                        grid: Sequence[float] = CLASS_GRID) -> tuple[float, float]:
+    """Rule for ``class_threshold``: (threshold, its mean F1)."""
+    if len(class_probs) != len(truths) or not truths:
+        raise ValueError(f"need as many class distributions as answers (>0), got {len(class_probs)} and {len(truths)}")
+    scores = [float(np.mean([f1(named(np.asarray(p), t), truth) for p, truth in zip(class_probs, truths)]))
+              for t in grid]
+    best = max(scores)
+    i = max(j for j, s in enumerate(scores) if s >= best - 1e-12)
+    return float(grid[i]), scores[i]
+
+
+@dataclass
+class Calibration:
+    in_view_threshold: float
+    audio_gate_db: float
+    class_threshold: float
+    report: dict[str, Any] = field(default_factory=dict)
+
+    def postprocessing(self) -> dict[str, Any]:
+        """The manifest ``postprocessing`` fields this calibration sets."""
+        return {"in_view_threshold": self.in_view_threshold, "audio_gate_db": self.audio_gate_db,
+                "class_threshold": self.class_threshold, "calibration": self.report}
+
+
+def calibrate(localizer: "Localizer", scenes: Sequence[CalibrationScene], max_fpr: float = 0.02,
+              batch_size: int = 16, source: str = "") -> Calibration:
+    """Fit the three rules on ``scenes`` with ``localizer``'s backend (module docstring)."""
+    classes = list(localizer.classes)
+    kinds = {s.kind for s in scenes}
+    if not kinds & set(POSITIVE_KINDS) or not kinds & set(NEGATIVE_KINDS):
+        raise ValueError(f"calibration needs scenes of {POSITIVE_KINDS} and {NEGATIVE_KINDS}, got {sorted(kinds)}")
+    scores, probs, levels = [], [], []
+    for start in range(0, len(scenes), batch_size):
+        chunk = scenes[start:start + batch_size]
+        x = np.concatenate([localizer.preprocess(s.image, rgb=True)[0] for s in chunk])
+        windows = [audio_window(s.audio, 16000) for s in chunk]
+        out = localizer.backend(x, np.stack([w for w, _ in windows]))
+        scores += [float(v) for v in out["av_score"]]
+        probs += list(localizer.class_probs(out["audio_probs"]))
+        levels += [lv for _, lv in windows]
+    pos = [i for i, s in enumerate(scenes) if s.kind in POSITIVE_KINDS]
+    neg = [i for i, s in enumerate(scenes) if s.kind in NEGATIVE_KINDS]
+    fit = fit_in_view_threshold([scores[i] for i in pos], [scores[i] for i in neg], max_fpr)
+    gate = fit_audio_gate(levels)
+    truths = [{classes.index(c) for c in scenes[i].sounding} for i in pos]
+    cls_t, cls_f1 = fit_class_threshold([probs[i] for i in pos], truths)
+    per_kind = {k: {"n": sum(s.kind == k for s in scenes),
+                    "declared_in_view": float(np.mean([scores[i] >= fit.threshold
+                                                       for i, s in enumerate(scenes) if s.kind == k]))}
+                for k in sorted(kinds)}
+    report = {
+        "rules": "in_view_threshold: max balanced accuracy (positives " + "/".join(POSITIVE_KINDS) + ", negatives "
+                 + "/".join(NEGATIVE_KINDS) + f") with off-screen false-positive rate <= {max_fpr}; audio_gate_db: "
+                 "quietest clip - 20 dB within [-60, -40]; class_threshold: max mean F1 of the named classes",
+        "source": source, "scenes": len(scenes), "max_fpr": max_fpr,
+        "in_view": {"tpr": fit.tpr, "fpr": fit.fpr, "balanced_accuracy": fit.balanced_accuracy},
+        "class_f1": cls_f1, "quietest_clip_db": float(min(levels)), "per_kind": per_kind,
+    }
+    return Calibration(fit.threshold, gate, cls_t, report)

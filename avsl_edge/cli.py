@@ -1,0 +1,471 @@
+"""``avsl-edge``: the edge library on the command line (torch-free).
+
+    avsl-edge run VIDEO --out OUT.mp4 [--audio FILE] [--json OUT.jsonl]   overlay video, original audio
+    avsl-edge eval --model BUNDLE --data AVCOCO_DIR [--json OUT]           the training-side metrics
+    avsl-edge bench --model BUNDLE [--backend ...] [--variant ...]         per-stage latency, FPS
+    avsl-edge info --model BUNDLE                                          manifest, variants, providers
+
+Without --model the bundle is $AVSL_EDGE_MODEL, else the one the last `python -m
+training.pipeline` registered. Exit codes: 0 ok, 2 bad usage or input (a message, no
+traceback), 1 internal error, 130 interrupted.
+
+Subcommands live in :data:`COMMANDS` (name -> :class:`Command`); add one with
+:func:`register_command`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import sys
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .audio import SAMPLE_RATE, AudioError
+from .avcoco import AVCocoError
+from .backends import BACKENDS, BackendError
+from .bundle import VARIANTS, BundleError
+from .localizer import InputError
+from .media import MediaError
+from .preprocess import PreprocessError
+from .registry import ModelNotFoundError
+from .tensorrt_engine import TensorRTUnavailable
+
+
+class UsageError(ValueError):
+    """A bad command line or input file found after parsing (exit code 2)."""
+
+
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    UsageError, InputError, AudioError, PreprocessError, BundleError, AVCocoError, MediaError, ModelNotFoundError,
+    BackendError, TensorRTUnavailable, FileExistsError,
+)
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    help: str
+    configure: Callable[[argparse.ArgumentParser], None]  # adds the command's arguments
+    handler: Callable[[argparse.Namespace], int]          # runs it, returns the exit code
+    description: str = ""
+
+
+COMMANDS: dict[str, Command] = {}
+
+
+def register_command(name: str, help: str, configure: Callable[[argparse.ArgumentParser], None],
+                     handler: Callable[[argparse.Namespace], int], description: str = "") -> Command:
+    """Add (or replace) a subcommand of ``avsl-edge``."""
+    cmd = Command(name, help, configure, handler, description or help)
+    COMMANDS[name] = cmd
+    return cmd
+
+
+# --------------------------------------------------------------------------------------------
+# shared options
+
+
+def add_model_options(p: argparse.ArgumentParser, backend: bool = True) -> None:
+    p.add_argument("--model", metavar="BUNDLE", help="bundle folder (default: $AVSL_EDGE_MODEL, else the bundle "
+                   "the last `python -m training.pipeline` registered)")
+    if not backend:
+        return
+    p.add_argument("--backend", choices=BACKENDS, default="auto",
+                   help="auto (TensorRT engines of the bundle when built for this GPU, else ONNX Runtime), "
+                        "onnxruntime or tensorrt (default: auto)")
+    p.add_argument("--variant", choices=VARIANTS, default=None, help="precision variant (default: fp32)")
+    p.add_argument("--providers", metavar="LIST",
+                   help="ONNX Runtime execution providers, comma-separated, used as given "
+                        "(default: TensorRT EP, CUDA EP, CPU, as far as they work here)")
+    p.add_argument("--threads", type=int, default=0, metavar="N",
+                   help="ONNX Runtime intra-op threads (default 0: its default)")
+    p.add_argument("--inter-threads", type=int, default=0, metavar="N",
+                   help="ONNX Runtime inter-op threads (default 0: its default)")
+
+
+def open_localizer(args: argparse.Namespace, **rules: float) -> Any:
+    from . import load  # noqa: PLC0415 - the package imports this module lazily
+
+    providers = [p.strip() for p in args.providers.split(",") if p.strip()] if args.providers else None
+    if providers is not None and args.backend == "tensorrt":
+        raise UsageError("--providers applies to the onnxruntime backend, not --backend tensorrt")
+    for name in ("threads", "inter_threads"):
+        if getattr(args, name) < 0:
+            raise UsageError(f"--{name.replace('_', '-')} must be >= 0")
+    return load(args.model, args.backend, providers, args.variant, intra_op_threads=args.threads,
+                inter_op_threads=args.inter_threads, **rules)
+
+
+def _progress(total: int | None, desc: str, quiet: bool) -> Any:
+    from tqdm import tqdm  # noqa: PLC0415
+
+    return tqdm(total=total, desc=desc, unit="frame" if desc == "run" else "image", disable=quiet,
+                leave=False, file=sys.stderr)
+
+
+def _write_json(path: Path, data: Any) -> None:
+    from .fileio import atomic_path  # noqa: PLC0415
+
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, default=_json_default) + "\n")
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+# --------------------------------------------------------------------------------------------
+# run
+
+
+def configure_run(p: argparse.ArgumentParser) -> None:
+    p.add_argument("video", metavar="VIDEO", type=Path, help="a video file (any format FFmpeg reads)")
+    p.add_argument("--audio", metavar="FILE", type=Path,
+                   help="the sound to use instead of the video's own track (WAV/FLAC/OGG, or a media file)")
+    p.add_argument("--out", metavar="OUT.mp4", type=Path, required=True, help="overlay video (.mp4, .mov or .mkv)")
+    p.add_argument("--json", metavar="OUT.jsonl", type=Path, help="one JSON line per frame")
+    p.add_argument("--hop", type=float, default=0.25, metavar="SECONDS",
+                   help="recompute the audio embedding every SECONDS (default 0.25); frames in between reuse it")
+    p.add_argument("--style", choices=("heat", "contour", "both", "none"), default="heat", help="map drawing")
+    p.add_argument("--no-legend", action="store_true", help="no legend panel")
+    p.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_model_options(p)
+
+
+def _read_sound(path: Path) -> tuple[np.ndarray, int]:
+    """(float32 mono at the file's own rate, that rate), through soundfile, else PyAV (video files)."""
+    import av  # noqa: PLC0415
+    import soundfile  # noqa: PLC0415
+
+    from .audio import load_audio  # noqa: PLC0415
+    from .media import read_audio_track  # noqa: PLC0415
+
+    if not path.is_file():
+        raise UsageError(f"{path}: no such audio or video file")
+    try:
+        rate = int(soundfile.info(str(path)).samplerate)
+    except Exception:  # noqa: BLE001 - not a file libsndfile reads: try FFmpeg
+        rate = None
+    if rate:
+        return load_audio(path, sample_rate=rate), rate
+    try:
+        with av.open(str(path)) as c:
+            if not c.streams.audio:
+                raise MediaError(f"{path}: has no audio track")
+            rate = int(c.streams.audio[0].rate)
+    except av.FFmpegError as exc:
+        raise UsageError(f"{path}: unreadable audio ({exc})") from None
+    return read_audio_track(path, rate), rate
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import contextlib  # noqa: PLC0415
+
+    import av  # noqa: PLC0415
+
+    from .audio import resample  # noqa: PLC0415
+    from .fileio import atomic_path  # noqa: PLC0415
+    from .media import VideoWriter  # noqa: PLC0415
+
+    if not args.video.is_file():
+        raise UsageError(f"{args.video}: no such video file")
+    if args.out.suffix.lower() not in (".mp4", ".mov", ".mkv"):
+        raise UsageError(f"--out {args.out}: the overlay video must end in .mp4, .mov or .mkv")
+    if not (args.hop > 0 and math.isfinite(args.hop)):
+        raise UsageError(f"--hop must be > 0 seconds, got {args.hop}")
+    if args.max_frames is not None and args.max_frames < 1:
+        raise UsageError(f"--max-frames must be >= 1, got {args.max_frames}")
+    try:
+        sound, rate = _read_sound(args.audio or args.video)
+    except MediaError as exc:
+        raise UsageError(f"{exc}{'' if args.audio else '; pass --audio FILE'}") from None
+    heard = resample(sound, rate, SAMPLE_RATE)  # what the model hears, 16 kHz
+    loc = open_localizer(args)
+    try:
+        container = av.open(str(args.video))
+    except av.FFmpegError as exc:
+        raise UsageError(f"{args.video}: unreadable video ({exc})") from None
+    frames = 0
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(container)
+        if not container.streams.video:
+            raise UsageError(f"{args.video}: has no video stream")
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        fps = float(stream.average_rate or stream.guessed_rate or 0) or 30.0
+        total = stream.frames or None
+        if args.max_frames:
+            total = min(total or args.max_frames, args.max_frames)
+        bar = stack.enter_context(_progress(total, "run", args.quiet))
+        json_file = stack.enter_context(open(stack.enter_context(atomic_path(args.json)), "w")) if args.json else None
+        writer = stack.enter_context(VideoWriter(args.out, fps, sample_rate=rate))
+        hop_index, state = None, None
+        for vf in container.decode(stream):
+            t = float(vf.time) if vf.time is not None else frames / fps
+            k = math.floor(t / args.hop + 1e-9)
+            if k != hop_index:  # a new hop: encode the 1 s of sound ending at this frame
+                end = max(0, int(round(t * SAMPLE_RATE)))
+                window = heard[max(0, end - SAMPLE_RATE):end]
+                state = loc.encode_audio(window if window.size else np.zeros(1, np.float32), SAMPLE_RATE)
+                hop_index = k
+            r = loc.localize_frame(vf.to_ndarray(format="rgb24"), state, rgb=True)
+            writer.write_frame(r.plot(style=args.style, legend=not args.no_legend))
+            if json_file is not None:
+                json_file.write(json.dumps({"frame": frames, "time": round(t, 6), **r.to_dict()}) + "\n")
+            frames += 1
+            bar.update(1)
+            if args.max_frames and frames >= args.max_frames:
+                break
+        if frames == 0:
+            raise UsageError(f"{args.video}: no video frame could be decoded")
+        n = int(round(frames / fps * rate))  # the sound of the frames written
+        writer.write_audio(sound[:n] if n <= sound.shape[0] else np.pad(sound, (0, n - sound.shape[0])))
+    print(f"{frames} frames -> {args.out}" + (f", {args.json}" if args.json else "")
+          + f" ({loc.backend.description})")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# eval
+
+
+def configure_eval(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", metavar="AVCOCO_DIR", type=Path, required=True, help="an AV-COCO folder")
+    p.add_argument("--json", metavar="OUT", type=Path, help="write the table as JSON (like training.evaluate --json)")
+    p.add_argument("--markdown", metavar="OUT", type=Path, help="write the table as markdown")
+    p.add_argument("--batch-size", type=int, default=16, metavar="N", help="images per model run (default 16)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_model_options(p)
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .avcoco import load_avcoco  # noqa: PLC0415
+    from .bundle_eval import evaluate_bundle, images_to_predict  # noqa: PLC0415
+    from .evaluation import class_index, markdown_table  # noqa: PLC0415
+
+    if args.batch_size < 1:
+        raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
+    coco = load_avcoco(args.data)
+    if not coco.images:
+        raise UsageError(f"{args.data}: the data folder has no images")
+    loc = open_localizer(args)
+    try:
+        class_index(coco, loc.classes)
+    except ValueError as exc:
+        raise UsageError(f"the data does not fit the model: {exc}") from None
+    bar = _progress(images_to_predict(coco), "eval", args.quiet)
+    try:
+        table = evaluate_bundle(loc.backend, coco, args.batch_size, progress=bar.update)
+    finally:
+        bar.close()
+    nmi = loc.bundle.manifest.model.get("nmi")
+    if nmi is not None:
+        table["model"]["nmi"] = float(nmi)
+    md = markdown_table(table)
+    extra = {"data": str(args.data), "bundle": str(loc.bundle.root), "backend": loc.backend.info()}
+    if args.json:
+        _write_json(args.json, {"table": table, **extra})
+    if args.markdown:
+        args.markdown.write_text(md + "\n")
+    print(md)
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# bench
+
+
+def configure_bench(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--runs", type=int, default=50, metavar="N", help="warm runs (default 50)")
+    p.add_argument("--warmup", type=int, default=5, metavar="N", help="runs before timing (default 5)")
+    p.add_argument("--size", default="640x480", metavar="WxH", help="synthetic frame size (default 640x480)")
+    p.add_argument("--frame", type=Path, metavar="IMAGE", help="an image file to use instead of a synthetic frame")
+    p.add_argument("--audio", type=Path, metavar="FILE", help="an audio file to use instead of a synthetic clip")
+    p.add_argument("--json", metavar="OUT", type=Path, help="write the report as JSON")
+    add_model_options(p)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    import cv2  # noqa: PLC0415
+
+    from .bench import benchmark, markdown, synthetic_inputs  # noqa: PLC0415
+
+    if args.runs < 1 or args.warmup < 0:
+        raise UsageError(f"need --runs >= 1 and --warmup >= 0, got {args.runs}, {args.warmup}")
+    try:
+        w, h = (int(v) for v in args.size.lower().split("x"))
+        if w < 1 or h < 1:
+            raise ValueError
+    except ValueError:
+        raise UsageError(f"--size must be WIDTHxHEIGHT, e.g. 640x480, got {args.size!r}") from None
+    frame, audio = synthetic_inputs(w, h)
+    rate = 48000
+    if args.frame:
+        frame = cv2.imread(str(args.frame), cv2.IMREAD_COLOR)
+        if frame is None:
+            raise UsageError(f"{args.frame}: unreadable image")
+    if args.audio:
+        audio, rate = _read_sound(args.audio)
+    loc = open_localizer(args)
+    report = benchmark(loc, frame, audio, rate, args.runs, args.warmup)
+    if args.json:
+        _write_json(args.json, report)
+    print(markdown(report))
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# info
+
+
+def configure_info(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p.add_argument("--no-verify", action="store_true", help="skip the sha256 check of the bundle's files")
+    add_model_options(p, backend=False)
+
+
+def bundle_info(root: Path, verify: bool = True) -> dict[str, Any]:
+    from .backends import auto_providers, available_providers, tensorrt_engines_usable  # noqa: PLC0415
+    from .bundle import load_bundle  # noqa: PLC0415
+    from .localizer import Rules  # noqa: PLC0415
+
+    b = load_bundle(root, verify=verify)
+    m = b.manifest
+    works, skipped = auto_providers()
+    try:
+        import onnxruntime  # noqa: PLC0415
+
+        ort_version = onnxruntime.__version__
+    except ImportError:
+        ort_version = None
+    variants = {}
+    for v, var in m.variants.items():
+        rep = var.report
+        variants[v] = {"graphs": {g: f"{gf.file} ({gf.precision})" for g, gf in var.graphs.items()},
+                       "description": var.description, "cpu_ms_batch1": rep.get("cpu_ms_batch1"),
+                       "eval": {k: rep["eval"]["model"].get(k) for k in ("solo_iou@0.5", "mosaic_ciou@0.3", "duet_ciou@0.3")}
+                       if "eval" in rep else None,
+                       "tensorrt_engines": (tensorrt_engines_usable(b, v) or "usable here") if b.engines(variant=v) else None}
+    p = m.postprocessing
+    return {
+        "bundle": str(b.root), "format_version": m.format_version, "created": m.created,
+        "source": m.source, "classes": list(m.classes), "num_clusters": m.num_clusters,
+        "image_size": m.preprocessing.image_size, "feature_hw": m.model.get("feature_hw"),
+        "preset": m.model.get("preset"), "rules": Rules.from_postprocessing(p).to_dict(),
+        "calibrated": p.in_view_threshold is not None, "calibration": p.calibration,
+        "variants": variants,
+        "engines": [{"graph": e.graph, "variant": e.variant, "file": e.file, "gpu": e.gpu_name,
+                     "tensorrt": e.tensorrt_version, "batch": [e.batch_min, e.batch_max]} for e in m.engines],
+        "onnxruntime": ort_version, "providers_available": available_providers() if ort_version else [],
+        "providers_usable": works, "providers_skipped": skipped,
+    }
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from .registry import resolve_model  # noqa: PLC0415
+
+    info = bundle_info(resolve_model(args.model), verify=not args.no_verify)
+    if args.json:
+        print(json.dumps(info, indent=2, default=_json_default))
+        return 0
+    r = info["rules"]
+    lines = [
+        f"bundle      {info['bundle']} (format {info['format_version']}, created {info['created']})",
+        f"source      {info['source'].get('checkpoint', '?')} (preset {info['preset']})",
+        f"classes     {len(info['classes'])}: {', '.join(info['classes'])}",
+        f"model       image {info['image_size']} px, feature map {info['feature_hw']}, K = {info['num_clusters']}",
+        f"rules       in view: av_score >= {r['in_view_threshold']:.3f}"
+        f"{' (calibrated)' if info['calibrated'] else ' (not calibrated: evaluation threshold)'}; "
+        f"audio gate {r['audio_gate_db']:.1f} dBFS; class probability >= {r['class_threshold']:.2f}; "
+        f"box tau {r['box_tau']:.2f}",
+        "variants",
+    ]
+    for v, d in info["variants"].items():
+        ms = d["cpu_ms_batch1"]
+        timing = ", ".join(f"{g} {t:.1f}" for g, t in ms.items()) + " ms (CPU, batch 1)" if ms else "no timings"
+        ev = d["eval"]
+        score = (", " + ", ".join(f"{k} {x:.1f}" for k, x in ev.items() if x is not None)) if ev else ""
+        lines.append(f"  {v:5s} {timing}{score}")
+        if d["tensorrt_engines"]:
+            lines.append(f"        TensorRT engines: {d['tensorrt_engines']}")
+    lines.append(f"engines     {len(info['engines'])}" + "".join(
+        f"\n  {e['graph']}/{e['variant']}: {e['file']} ({e['gpu']}, TensorRT {e['tensorrt']})" for e in info["engines"]))
+    lines.append(f"onnxruntime {info['onnxruntime']}: providers {', '.join(info['providers_available'])}")
+    lines.append(f"  usable here: {', '.join(info['providers_usable'])}")
+    for prov, why in info["providers_skipped"].items():
+        lines.append(f"  skipped {prov}: {why}")
+    print("\n".join(lines))
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# main
+
+register_command("run", "overlay video (with its audio) and per-frame JSON lines from a video file", configure_run,
+                 cmd_run, "Localize every frame of VIDEO with the sound heard up to it (the 1 s ending at the "
+                 "frame, re-encoded every --hop seconds) and write the overlay video with the original sound "
+                 "(mono, at its own rate) muxed back, plus one JSON line per frame.")
+register_command("eval", "the training-side evaluation table of the exported model on an AV-COCO folder",
+                 configure_eval, cmd_eval, "Score the bundle on AV-COCO data with the same code and predictions "
+                 "as `python -m training.evaluate` (model column plus uniform/Gaussian baselines).")
+register_command("bench", "per-stage latency (median/p90 over warm runs) and FPS", configure_bench, cmd_bench,
+                 "Time audio (resampling + audio graph), preprocess, image graph, head graph, post-processing "
+                 "and overlay on a synthetic (or given) frame and audio clip.")
+register_command("info", "manifest summary, classes, variants, engines, execution providers", configure_info,
+                 cmd_info)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="avsl-edge", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog=__doc__.split("\n\n", 1)[1].rsplit("\n\n", 1)[0])
+    from . import __version__  # noqa: PLC0415
+
+    p.add_argument("--version", action="version", version=f"avsl-edge {__version__}")
+    p.add_argument("-v", "--verbose", action="store_true", help="log the backend and provider choices")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for cmd in COMMANDS.values():
+        sp = sub.add_parser(cmd.name, help=cmd.help, description=cmd.description)
+        cmd.configure(sp)
+        sp.set_defaults(handler=cmd.handler)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help / --version (0) and usage errors (2)
+        return int(exc.code) if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(name)s: %(message)s")
+    try:
+        return int(args.handler(args))
+    except USER_ERRORS as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception:  # noqa: BLE001 - the last resort: a bug, reported with its traceback
+        traceback.print_exc()
+        print("internal error: please report it with the traceback above", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,307 @@
+"""The Localizer: frames and audio as users have them -> :class:`~avsl_edge.result.Result`.
+
+    loc = avsl_edge.load("runs/cpu/bundle")                  # or load() for the default bundle
+    r = loc.localize(frame_bgr, audio_int16_48k, sample_rate=48000)
+    r = loc.localize(pil_image, audio)                       # PIL images are RGB
+    r = loc.localize(frame_rgb, audio, rgb=True)
+
+    state = loc.encode_audio(window, sample_rate=48000)      # streaming: one audio embedding ...
+    for frame in frames_of_the_next_250_ms:
+        r = loc.localize_frame(frame, state)                 # ... serves many frames
+
+Inputs
+  frame   (H, W, 3) uint8, OpenCV's BGR order by default (``rgb=True`` for RGB), or a PIL image
+          in mode "RGB"; any size (it is stretched to the model's square input, as in training).
+          Grey, 4-channel, non-uint8 or empty frames are an :class:`InputError`.
+  audio   1-D or (samples, channels) int16/int32/uint8/float array at any ``sample_rate``
+          (channels averaged, floats expected in [-1, 1]); resampled to 16 kHz with soxr. The LAST
+          1 s is used; a shorter clip is zero-padded at its start (the past), so the newest sound
+          stays at the end of the window, as in a live ring buffer. Empty, NaN/inf or
+          (channels, samples)-shaped audio is an :class:`~avsl_edge.audio.AudioError`.
+
+Decisions (:class:`Rules`, from the bundle manifest's ``postprocessing``; each can be overridden):
+  1. audio gate: the window's RMS level >= ``audio_gate_db`` dBFS, else nothing is sounding
+     (a silent room lights nothing);
+  2. in view: gate open and ``av_score`` (max of the av map) >= ``in_view_threshold``, a
+     threshold calibrated at export on SynthMUSIC scenes (see :mod:`avsl_edge.calibrate`), else
+     nothing is sounding in view (an off-screen sound lights nothing);
+  3. classes: when in view, every class whose audio probability (summed over its clusters) is
+     >= ``class_threshold``; the most probable class when none reaches it.
+  One box per named class: its sounding map (class map x av map) upsampled to the frame, pixels
+  above ``box_tau`` x its max, the largest 8-connected component, its bounding rectangle.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+import cv2
+import numpy as np
+
+from .audio import CLIP_SAMPLES, SAMPLE_RATE, AudioError, fit_clip, resample, to_mono_float32
+from .backends import Backend
+from .bundle import Bundle, Postprocessing
+from .preprocess import normalize_chw, resize_rgb
+from .result import Box, Result, upsample_map
+
+MAX_SAMPLE_RATE = 768_000
+FLOAT_PEAK_LIMIT = 2.0  # float audio is expected in [-1, 1]; louder is taken for unscaled integers
+SILENCE_DB = -120.0     # the level reported for digital silence
+
+
+class InputError(ValueError):
+    """A frame (or other argument) that the localizer cannot use; the message says how to fix it."""
+
+
+@dataclass(frozen=True)
+class Rules:
+    """The decision thresholds (module docstring, "Decisions")."""
+
+    in_view_threshold: float = 0.5
+    audio_gate_db: float = -50.0
+    class_threshold: float = 0.25
+    box_tau: float = 0.5
+
+    def __post_init__(self) -> None:
+        for name in ("in_view_threshold", "class_threshold", "box_tau"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and 0.0 <= v <= 1.0):
+                raise ValueError(f"Rules.{name} must be a number in [0, 1], got {v!r}")
+        if not (isinstance(self.audio_gate_db, (int, float)) and -200.0 <= self.audio_gate_db <= 0.0):
+            raise ValueError(f"Rules.audio_gate_db must be a level in dBFS in [-200, 0], got {self.audio_gate_db!r}")
+
+    @classmethod
+    def from_postprocessing(cls, p: Postprocessing, **overrides: float | None) -> "Rules":
+        """The manifest's values (a bundle without calibration: ``sounding_threshold`` and defaults)."""
+        values = {
+            "in_view_threshold": p.in_view_threshold if p.in_view_threshold is not None else p.sounding_threshold,
+            "audio_gate_db": p.audio_gate_db, "class_threshold": p.class_threshold, "box_tau": p.box_tau,
+        }
+        unknown = sorted(set(overrides) - set(values))
+        if unknown:
+            raise TypeError(f"unknown rule overrides {unknown}; the rules are {sorted(values)}")
+        values.update({k: float(v) for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, float]:
+        return {k: float(v) for k, v in asdict(self).items()}
+
+
+@dataclass(frozen=True)
+class AudioState:
+    """One encoded audio window (from :meth:`Localizer.encode_audio`), reusable for many frames."""
+
+    a_emb: np.ndarray         # (1, E) audio embedding, the head's input
+    audio_probs: np.ndarray   # (K,) distribution over the model's clusters
+    class_probs: np.ndarray   # (C,) the same summed per class
+    audio_db: float           # RMS level of the window (the samples given, not the padding), dBFS
+    gate_open: bool
+    ms: float                 # resampling + audio graph time
+
+
+def rms_db(x: np.ndarray) -> float:
+    """RMS level in dBFS (a full-scale square wave is 0 dBFS); digital silence is SILENCE_DB."""
+    if x.size == 0:
+        return SILENCE_DB
+    rms = float(np.sqrt(np.mean(np.square(x, dtype=np.float64))))
+    return max(SILENCE_DB, 20.0 * math.log10(rms)) if rms > 0 else SILENCE_DB
+
+
+def as_frame(frame: Any, rgb: bool = False) -> tuple[np.ndarray, bool]:
+    """Validate a frame as users have it; returns (the (H, W, 3) uint8 array, whether it is RGB)."""
+    if not isinstance(rgb, (bool, np.bool_)):
+        raise InputError(f"rgb must be True or False, got {rgb!r}")
+    if not isinstance(frame, np.ndarray) and all(hasattr(frame, a) for a in ("mode", "size", "convert")):
+        if frame.mode != "RGB":
+            raise InputError(f"PIL image in mode {frame.mode!r}; pass image.convert('RGB')")
+        return np.asarray(frame), True
+    if not isinstance(frame, np.ndarray):
+        raise InputError(f"frame must be an (H, W, 3) uint8 numpy array (OpenCV BGR, or RGB with rgb=True) or a "
+                         f"PIL image, got {type(frame).__name__}")
+    a = frame
+    if a.ndim == 2 or (a.ndim == 3 and a.shape[2] == 1):
+        raise InputError(f"grey frame of shape {a.shape}; convert it: cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)")
+    if a.ndim == 3 and a.shape[2] == 4:
+        raise InputError(f"4-channel frame of shape {a.shape} (BGRA/RGBA); drop the alpha channel: "
+                         "cv2.cvtColor(frame, cv2.COLOR_BGRA2BGR) or frame[..., :3]")
+    if a.ndim != 3 or a.shape[2] != 3:
+        raise InputError(f"frame must be (H, W, 3), got shape {a.shape}")
+    if a.shape[0] == 0 or a.shape[1] == 0:
+        raise InputError(f"frame has an empty side: shape {a.shape}")
+    if a.dtype != np.uint8:
+        hint = (" (floats in [0, 1]: (frame * 255).round().astype(np.uint8))"
+                if np.issubdtype(a.dtype, np.floating) else "")
+        raise InputError(f"frame must be uint8 (0-255), got dtype {a.dtype}{hint}")
+    return a, bool(rgb)
+
+
+def check_sample_rate(sample_rate: Any) -> int:
+    if isinstance(sample_rate, (bool, np.bool_)) or not isinstance(sample_rate, (int, np.integer, float)):
+        raise AudioError(f"sample_rate must be a positive integer (Hz), got {sample_rate!r}")
+    if not (math.isfinite(float(sample_rate)) and float(sample_rate) == int(sample_rate)):
+        raise AudioError(f"sample_rate must be a whole number of Hz, got {sample_rate!r}")
+    rate = int(sample_rate)
+    if not 1 <= rate <= MAX_SAMPLE_RATE:
+        raise AudioError(f"sample_rate {rate} Hz is outside 1..{MAX_SAMPLE_RATE}")
+    return rate
+
+
+def audio_window(audio: Any, sample_rate: int = SAMPLE_RATE) -> tuple[np.ndarray, float]:
+    """Audio as users have it -> (the model's 1 s clip at 16 kHz, the RMS level in dBFS of the
+    samples it holds: the last second of ``audio``, padding excluded)."""
+    rate = check_sample_rate(sample_rate)
+    if not isinstance(audio, np.ndarray):
+        if isinstance(audio, (list, tuple)):
+            audio = np.asarray(audio)
+        else:
+            raise AudioError(f"audio must be a numpy array, 1-D or (samples, channels), got {type(audio).__name__}")
+    if audio.dtype == np.bool_ or audio.dtype == object:
+        raise AudioError(f"audio dtype {audio.dtype} is not supported (use int16, int32, uint8 or float)")
+    n_in = int(math.ceil(rate * CLIP_SAMPLES / SAMPLE_RATE))
+    lead = 0 if rate == SAMPLE_RATE else max(64, rate // 20)  # resampler run-in, cut after resampling
+    tail = audio[-(n_in + lead):] if audio.ndim >= 1 and audio.shape[0] > n_in + lead else audio
+    mono = to_mono_float32(tail)
+    peak = float(np.max(np.abs(mono))) if mono.size else 0.0
+    if np.issubdtype(np.asarray(tail).dtype, np.floating) and peak > FLOAT_PEAK_LIMIT:
+        raise AudioError(f"float audio must be in [-1, 1] but peaks at {peak:.4g}; integer samples stored as "
+                         "floats need scaling (e.g. divide int16 values by 32768)")
+    held = min(mono.shape[0], n_in)  # input samples inside the last second
+    x = resample(mono, rate, SAMPLE_RATE)
+    n_out = min(CLIP_SAMPLES, max(1, int(round(held * SAMPLE_RATE / rate))))
+    recent = x[-n_out:]
+    return fit_clip(recent), rms_db(recent)
+
+
+class Localizer:
+    """A bundle on a backend, with the decision :class:`Rules`. Build it with :func:`avsl_edge.load`."""
+
+    def __init__(self, bundle: Bundle, backend: Backend, rules: Rules | None = None, keep_image: bool = True,
+                 box_resolution: int = 256):
+        self.bundle, self.backend = bundle, backend
+        self.rules = rules or Rules.from_postprocessing(bundle.manifest.postprocessing)
+        self.classes: tuple[str, ...] = tuple(bundle.classes)
+        self.image_size = int(bundle.image_size)
+        self.keep_image = keep_image
+        self.box_resolution = int(box_resolution)
+        match = bundle.cluster_match()
+        self.assignment = match.assignment_matrix().astype(np.float32)  # (C, K)
+
+    # ---- configuration
+    def with_rules(self, **overrides: float) -> "Localizer":
+        """A Localizer sharing this one's backend, with some rules replaced."""
+        return Localizer(self.bundle, self.backend, replace(self.rules, **overrides), self.keep_image,
+                         self.box_resolution)
+
+    def info(self) -> dict[str, Any]:
+        return {"bundle": str(self.bundle.root), "classes": list(self.classes), "image_size": self.image_size,
+                "variant": self.backend.variant, "backend": self.backend.info(), "rules": self.rules.to_dict()}
+
+    def close(self) -> None:
+        self.backend.close()
+
+    def __enter__(self) -> "Localizer":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Localizer({self.bundle.root}, {self.backend.description}, {len(self.classes)} classes)"
+
+    # ---- pieces
+    def class_probs(self, audio_probs: np.ndarray) -> np.ndarray:
+        """(..., K) cluster distribution -> (..., C) class distribution (sum over each class's clusters)."""
+        return np.asarray(audio_probs, np.float32) @ self.assignment.T
+
+    def class_maps(self, class_probs_k: np.ndarray) -> np.ndarray:
+        """(K, h, w) class softmax -> (C, h, w) per-class maps (the evaluation's class maps)."""
+        k, h, w = class_probs_k.shape
+        return (self.assignment @ class_probs_k.reshape(k, h * w)).reshape(-1, h, w)
+
+    def preprocess(self, frame: Any, rgb: bool = False) -> tuple[np.ndarray, np.ndarray, bool]:
+        """-> ((1, 3, S, S) model input, the frame array, whether it is RGB). Byte-identical to
+        :func:`avsl_edge.preprocess.preprocess_frame` on the RGB frame (the resize is per channel)."""
+        a, is_rgb = as_frame(frame, rgb)
+        small = resize_rgb(a, self.image_size)
+        if not is_rgb:
+            small = small[..., ::-1]
+        return normalize_chw(small)[None], a, is_rgb
+
+    # ---- the API
+    def encode_audio(self, window: Any, sample_rate: int = SAMPLE_RATE) -> AudioState:
+        """Resample + fit the audio, run the audio graph once: an :class:`AudioState` for
+        :meth:`localize_frame` (streaming: reuse it for every frame until the next audio hop)."""
+        t0 = time.perf_counter()
+        clip, level = audio_window(window, sample_rate)
+        out = self.backend.audio(clip[None])
+        probs = out["audio_probs"][0].astype(np.float32)
+        return AudioState(a_emb=out["a_emb"][:1].astype(np.float32), audio_probs=probs,
+                          class_probs=self.class_probs(probs), audio_db=level,
+                          gate_open=level >= self.rules.audio_gate_db, ms=(time.perf_counter() - t0) * 1000.0)
+
+    def localize_frame(self, frame: Any, audio_state: AudioState, rgb: bool = False) -> Result:
+        """Localize one frame with an encoded audio window (see :meth:`encode_audio`)."""
+        if not isinstance(audio_state, AudioState):
+            raise InputError(f"audio_state must be the AudioState from encode_audio(), got {type(audio_state).__name__}")
+        speed: dict[str, float] = {"audio": audio_state.ms}
+        t0 = time.perf_counter()
+        x, a, is_rgb = self.preprocess(frame, rgb)
+        speed["preprocess"] = (time.perf_counter() - t0) * 1000.0
+        out = self.backend.frame(x, audio_state.a_emb, timings=speed)
+        t1 = time.perf_counter()
+        result = self._decide(out, audio_state, a.shape[:2], speed)
+        result.image = a if self.keep_image else None
+        result.rgb = is_rgb
+        speed["postprocess"] = (time.perf_counter() - t1) * 1000.0
+        return result
+
+    def localize(self, frame: Any, audio: Any, sample_rate: int = SAMPLE_RATE, rgb: bool = False) -> Result:
+        """One frame and the audio heard with it (its last second is used)."""
+        return self.localize_frame(frame, self.encode_audio(audio, sample_rate), rgb)
+
+    __call__ = localize
+
+    # ---- decisions
+    def named_classes(self, class_probs: np.ndarray) -> list[int]:
+        """Rule 3: classes with probability >= class_threshold, else the most probable one."""
+        idx = [int(i) for i in np.argsort(-class_probs) if class_probs[i] >= self.rules.class_threshold]
+        return idx or [int(np.argmax(class_probs))]
+
+    def _decide(self, out: dict[str, np.ndarray], state: AudioState, frame_hw: tuple[int, int],
+                speed: dict[str, float]) -> Result:
+        av = out["av_map"][0, 0].astype(np.float32)
+        av_score = float(out["av_score"][0])
+        cmaps = self.class_maps(out["class_probs"][0].astype(np.float32))
+        in_view = bool(state.gate_open and av_score >= self.rules.in_view_threshold)
+        named = self.named_classes(state.class_probs) if in_view else []
+        result = Result(classes=self.classes, audio_probs=state.class_probs, sounding=tuple(self.classes[i] for i in named),
+                        boxes=[], av_score=av_score, in_view=in_view, gate_open=bool(state.gate_open),
+                        audio_db=state.audio_db, frame_size=(int(frame_hw[0]), int(frame_hw[1])), av_map_lowres=av,
+                        class_maps_lowres=cmaps, rules=self.rules.to_dict(), speed=speed)
+        for i in named:
+            box = self.box(cmaps[i] * av, frame_hw)
+            if box is not None:
+                result.boxes.append(Box(self.classes[i], float(state.class_probs[i]), *box))
+        return result
+
+    def box(self, low: np.ndarray, frame_hw: tuple[int, int]) -> tuple[float, float, float, float] | None:
+        """(x, y, w, h) in frame pixels of the largest component of ``upsample(low) > box_tau * max``,
+        computed at a working size whose long side is at most ``box_resolution``."""
+        h, w = int(frame_hw[0]), int(frame_hw[1])
+        s = min(1.0, self.box_resolution / max(h, w))
+        wh, ww = max(1, round(h * s)), max(1, round(w * s))
+        up = upsample_map(low, wh, ww)
+        peak = float(up.max())
+        if not peak > 0:
+            return None
+        mask = (up > self.rules.box_tau * peak).astype(np.uint8)
+        n, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+        if n < 2:
+            return None
+        best = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+        x, y, bw, bh = (float(v) for v in stats[best, :4])
+        fx, fy = w / ww, h / wh
+        return x * fx, y * fy, bw * fx, bh * fy

@@ -1,0 +1,52 @@
+"""Calibrate a freshly exported bundle's decision rules on rendered SynthMUSIC scenes.
+
+    post = calibrate_bundle(load_bundle(tmp_bundle))     # -> manifest postprocessing fields
+
+Scenes of every kind are rendered from seeds that no training, test, INT8-calibration or parity
+scene uses (:data:`RULES_SEED`); the rules themselves are in :mod:`avsl_edge.calibrate`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from avsl_edge.backends import CPU_EP, OnnxRuntimeBackend
+from avsl_edge.bundle import Bundle
+from avsl_edge.calibrate import NEGATIVE_KINDS, POSITIVE_KINDS, CalibrationScene, calibrate
+from avsl_edge.localizer import Localizer
+
+RULES_SEED = 515_151       # scene seeds for the rule calibration (distinct from every other seed base)
+SCENES_PER_KIND = 48
+RENDER_SIZE = 224          # rendered like the pipeline's test split, then resized to the model's input
+
+
+def calibration_scenes(per_kind: int = SCENES_PER_KIND, seed: int = RULES_SEED) -> list[CalibrationScene]:
+    """``per_kind`` scenes of each positive and negative kind, with their visible sounding classes."""
+    from training.data.synth import SynthConfig, SynthMusic, scene_seed  # noqa: PLC0415 - torch-free
+
+    synth = SynthMusic(SynthConfig(image_size=RENDER_SIZE))
+    kinds = POSITIVE_KINDS + NEGATIVE_KINDS
+    out = []
+    for i in range(per_kind * len(kinds)):
+        kind = kinds[i % len(kinds)]
+        s = synth.scene(kind, scene_seed(seed, i))
+        out.append(CalibrationScene(kind, s.image, s.audio, tuple(s.sounding_classes)))
+    return out
+
+
+def calibrate_bundle(bundle: Bundle, per_kind: int = SCENES_PER_KIND, threads: int = 0,
+                     log: Callable[[str], None] = print) -> dict[str, Any]:
+    """The calibrated ``postprocessing`` fields for ``bundle`` (fp32 graphs, ONNX Runtime on the CPU)."""
+    scenes = calibration_scenes(per_kind)
+    backend = OnnxRuntimeBackend(bundle, "fp32", [CPU_EP], threads, 1 if threads else 0)
+    try:
+        cal = calibrate(Localizer(bundle, backend), scenes,
+                        source=f"SynthMUSIC, {per_kind} scenes per kind, seed {RULES_SEED}")
+    finally:
+        backend.close()
+    r = cal.report
+    log(f"[export] rules: in_view_threshold {cal.in_view_threshold:.3f} (TPR {r['in_view']['tpr']:.2f}, "
+        f"off-screen FPR {r['in_view']['fpr']:.2f}), audio_gate_db {cal.audio_gate_db:.1f}, "
+        f"class_threshold {cal.class_threshold:.2f} (F1 {r['class_f1']:.2f})")
+    return cal.postprocessing()
