@@ -54,18 +54,23 @@ def _text_ink(colour: tuple[int, int, int]) -> tuple[int, int, int]:
 def blend_heat(img: np.ndarray, m: np.ndarray, colour: tuple[int, int, int], alpha: float = 0.55,
                floor: float = 0.25) -> None:
     """In place: tint ``img`` with ``colour`` where the (H, W) map ``m`` is high (relative to its max:
-    transparent below ``floor``, ``alpha`` at the max)."""
+    transparent below ``floor``, ``alpha`` at the max). uint8 arithmetic on the lit region only."""
     peak = float(m.max()) if m.size else 0.0
     if not peak > 0:
         return
-    a = np.clip((m / peak - floor) / (1.0 - floor), 0.0, 1.0)
-    ys, xs = np.nonzero(a > 0)
-    if ys.size == 0:
+    lit = m > floor * peak
+    rows, cols = np.nonzero(lit.any(axis=1))[0], np.nonzero(lit.any(axis=0))[0]
+    if rows.size == 0:
         return
-    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
-    w = (alpha * a[y0:y1, x0:x1])[..., None].astype(np.float32)
-    region = img[y0:y1, x0:x1].astype(np.float32)
-    img[y0:y1, x0:x1] = np.clip(region * (1.0 - w) + np.asarray(colour, np.float32) * w + 0.5, 0, 255).astype(np.uint8)
+    y0, y1, x0, x1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+    a = cv2.convertScaleAbs(m[y0:y1, x0:x1], alpha=255.0 * alpha / ((1.0 - floor) * peak),
+                            beta=-255.0 * alpha * floor / (1.0 - floor))  # saturates at 0 below the floor
+    a3 = cv2.merge([a, a, a])
+    region = img[y0:y1, x0:x1]
+    tint = np.empty_like(region)
+    tint[:] = colour
+    img[y0:y1, x0:x1] = cv2.add(cv2.multiply(region, cv2.bitwise_not(a3), scale=1 / 255),
+                                cv2.multiply(tint, a3, scale=1 / 255))
 
 
 def draw_contour(img: np.ndarray, m: np.ndarray, colour: tuple[int, int, int], level: float, thickness: int) -> None:
@@ -78,70 +83,103 @@ def draw_contour(img: np.ndarray, m: np.ndarray, colour: tuple[int, int, int], l
     cv2.drawContours(img, contours, -1, colour, thickness, cv2.LINE_AA)
 
 
-def _label(img: np.ndarray, text: str, x: int, y: int, colour: tuple[int, int, int], s: float,
-           above: bool = True) -> None:
-    """A filled tag with ``text`` whose bottom-left (``above``) or top-left corner is (x, y)."""
-    fs, th = 0.5 * s, max(1, round(1.2 * s))
+Rect = tuple[int, int, int, int]  # x0, y0, x1, y1
+
+
+def _overlaps(a: Rect, b: Rect) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def _label(img: np.ndarray, text: str, box: Rect, colour: tuple[int, int, int], s: float,
+           taken: list[Rect] | None = None) -> Rect:
+    """A filled tag with ``text`` at the first free spot among: above the box's top-left corner,
+    inside it under the top edge, below its bottom edge (``taken``: tags already drawn)."""
+    fs, th = 0.6 * s, max(1, round(1.4 * s))
     (tw, tht), base = cv2.getTextSize(text, FONT, fs, th)
     pad = max(2, round(3 * s))
     h, w = img.shape[:2]
     bw, bh = tw + 2 * pad, tht + base + 2 * pad
-    x = int(min(max(0, x), max(0, w - bw)))
-    y0 = int(y - bh) if above else int(y)
-    if above and y0 < 0:  # no room above: put it inside the box
-        y0 = int(y)
-    y0 = int(min(max(0, y0), max(0, h - bh)))
-    cv2.rectangle(img, (x, y0), (x + bw, y0 + bh), colour, -1)
-    cv2.putText(img, text, (x + pad, y0 + pad + tht), FONT, fs, _text_ink(colour), th, cv2.LINE_AA)
+    x = int(min(max(0, box[0]), max(0, w - bw)))
+
+    def at(y: int) -> Rect:
+        y = int(min(max(0, y), max(0, h - bh)))
+        return (x, y, x + bw, y + bh)
+
+    spots = [at(box[1] - bh), at(box[1]), at(box[3])]
+    if box[1] - bh < 0:  # no room above: inside first
+        spots = spots[1:] + spots[:1]
+    taken = taken if taken is not None else []
+    rect = next((r for r in spots if not any(_overlaps(r, t) for t in taken)), spots[0])
+    cv2.rectangle(img, rect[:2], (rect[2] - 1, rect[3] - 1), colour, -1)
+    cv2.putText(img, text, (rect[0] + pad, rect[1] + pad + tht), FONT, fs, _text_ink(colour), th, cv2.LINE_AA)
+    taken.append(rect)
+    return rect
 
 
 def draw_box(img: np.ndarray, box: tuple[float, float, float, float], colour: tuple[int, int, int], text: str,
-             s: float, dashed: bool = False) -> None:
-    """In place: an (x, y, w, h) box with a tag above it."""
+             s: float, dashed: bool = False, taken: list[Rect] | None = None) -> None:
+    """In place: an (x, y, w, h) box with a tag (placed clear of the ``taken`` tags)."""
     x, y, w, h = (int(round(v)) for v in box)
     t = max(1, round(2 * s))
     if dashed:
         dash = max(4, round(8 * s))
         for (ax, ay), (bx, by) in (((x, y), (x + w, y)), ((x + w, y), (x + w, y + h)),
                                    ((x + w, y + h), (x, y + h)), ((x, y + h), (x, y))):
-            n = max(1, int(np.hypot(bx - ax, by - ay) // (2 * dash)))
-            for i in range(n + 1):
-                f0, f1 = min(1.0, 2 * i * dash / max(1.0, np.hypot(bx - ax, by - ay))), \
-                    min(1.0, (2 * i + 1) * dash / max(1.0, np.hypot(bx - ax, by - ay)))
-                p0 = (int(ax + (bx - ax) * f0), int(ay + (by - ay) * f0))
-                p1 = (int(ax + (bx - ax) * f1), int(ay + (by - ay) * f1))
-                cv2.line(img, p0, p1, colour, t, cv2.LINE_AA)
+            length = max(1.0, float(np.hypot(bx - ax, by - ay)))
+            for i in range(int(length // (2 * dash)) + 1):
+                f0, f1 = min(1.0, 2 * i * dash / length), min(1.0, (2 * i + 1) * dash / length)
+                cv2.line(img, (int(ax + (bx - ax) * f0), int(ay + (by - ay) * f0)),
+                         (int(ax + (bx - ax) * f1), int(ay + (by - ay) * f1)), colour, t, cv2.LINE_AA)
     else:
         cv2.rectangle(img, (x, y), (x + w, y + h), colour, t, cv2.LINE_AA)
-    _label(img, text, x - t // 2, y - t // 2, colour, s)
+    _label(img, text, (x - t // 2, y - t // 2, x + w, y + h + t), colour, s, taken)
+
+
+def legend_size(entries: Sequence[tuple[str, tuple[int, int, int] | None]], s: float) -> tuple[int, int]:
+    """(width, height) of the legend panel."""
+    fs, th = 0.6 * s, max(1, round(1.4 * s))
+    pad, gap = max(3, round(6 * s)), max(2, round(4 * s))
+    sizes = [cv2.getTextSize(t, FONT, fs, th)[0] for t, _ in entries]
+    line_h = max(hh for _, hh in sizes) + gap
+    sw = line_h - gap
+    width = 2 * pad + max(w + (sw + gap if c is not None else 0) for (w, _), (_, c) in zip(sizes, entries))
+    return width, 2 * pad + len(entries) * line_h - gap
 
 
 def draw_legend(img: np.ndarray, entries: Sequence[tuple[str, tuple[int, int, int] | None]], s: float,
-                title: str | None = None) -> None:
-    """In place: a translucent panel in the top-left corner, one line per (text, swatch colour)."""
-    fs, th = 0.5 * s, max(1, round(1.2 * s))
+                avoid: Sequence[Rect] = ()) -> Rect:
+    """In place: a translucent panel, one line per (text, swatch colour), in the corner that covers
+    the least of the ``avoid`` rectangles (boxes), top-left first."""
+    fs, th = 0.6 * s, max(1, round(1.4 * s))
     pad, gap = max(3, round(6 * s)), max(2, round(4 * s))
-    lines = ([(title, None)] if title else []) + list(entries)
-    sizes = [cv2.getTextSize(t, FONT, fs, th)[0] for t, _ in lines]
+    sizes = [cv2.getTextSize(t, FONT, fs, th)[0] for t, _ in entries]
     line_h = max(hh for _, hh in sizes) + gap
     sw = line_h - gap  # swatch side
-    width = 2 * pad + max(w + (sw + gap if c is not None else 0) for (w, _), (_, c) in zip(sizes, lines))
-    height = 2 * pad + len(lines) * line_h - gap
+    width, height = legend_size(entries, s)
     h, w = img.shape[:2]
-    x1, y1 = min(w, pad + width), min(h, pad + height)
-    x0, y0 = min(pad, x1), min(pad, y1)
+    m = pad
+    corners = [(m, m), (w - m - width, m), (m, h - m - height), (w - m - width, h - m - height)]
+
+    def covered(c: tuple[int, int]) -> int:
+        r = (c[0], c[1], c[0] + width, c[1] + height)
+        return sum(max(0, min(r[2], a[2]) - max(r[0], a[0])) * max(0, min(r[3], a[3]) - max(r[1], a[1])) for a in avoid)
+
+    cx, cy = min(corners, key=covered)
+    x0, y0 = max(0, cx), max(0, cy)
+    x1, y1 = min(w, x0 + width), min(h, y0 + height)
     if x1 <= x0 or y1 <= y0:
-        return
+        return (x0, y0, x0, y0)
     roi = img[y0:y1, x0:x1]
-    roi[:] = (roi.astype(np.float32) * 0.35).astype(np.uint8)
+    roi[:] = cv2.convertScaleAbs(roi, alpha=0.35)
     y = y0 + pad
-    for (text, colour), (tw, tht) in zip(lines, sizes):
+    for (text, colour), (tw, tht) in zip(entries, sizes):
         x = x0 + pad
         if colour is not None:
             cv2.rectangle(img, (x, y), (x + sw, y + sw), colour, -1)
             x += sw + gap
         cv2.putText(img, text, (x, y + sw - max(0, (sw - tht) // 2)), FONT, fs, (255, 255, 255), th, cv2.LINE_AA)
         y += line_h
+    return (x0, y0, x1, y1)
 
 
 def draw(image: np.ndarray, result: "Result", *, rgb: bool = False, style: str = "heat", boxes: bool = True,
@@ -171,11 +209,12 @@ def draw(image: np.ndarray, result: "Result", *, rgb: bool = False, style: str =
         if style in ("contour", "both"):
             draw_contour(img, m, colours[name], level, max(1, round(2 * s)))
     red = _order(SILENT_RGB, rgb)
+    taken: list[Rect] = []
     for x, y, bw, bh, name in silent or ():
-        draw_box(img, (x, y, bw, bh), red, f"{name} (silent)", s, dashed=True)
+        draw_box(img, (x, y, bw, bh), red, f"{name} (silent)", s, dashed=True, taken=taken)
     if boxes:
         for b in result.boxes:
-            draw_box(img, (b.x, b.y, b.w, b.h), colours[b.label], f"{b.label} {b.score:.2f}", s)
+            draw_box(img, (b.x, b.y, b.w, b.h), colours[b.label], f"{b.label} {b.score:.2f}", s, taken=taken)
     if legend:
         if not result.gate_open:
             entries: list[tuple[str, Any]] = [(f"silence ({result.audio_db:.0f} dBFS)", None)]
@@ -185,5 +224,7 @@ def draw(image: np.ndarray, result: "Result", *, rgb: bool = False, style: str =
             entries = [(f"{c} {result.scores[c]:.2f}", colours[c]) for c in result.sounding]
         if silent:
             entries.append(("silent", red))
-        draw_legend(img, entries, s, title="heard")
+        avoid = [(int(b.x), int(b.y), int(b.x + b.w), int(b.y + b.h)) for b in result.boxes] + \
+            [(int(x), int(y), int(x + bw), int(y + bh)) for x, y, bw, bh, _ in silent or ()] + taken
+        draw_legend(img, [("heard", None), *entries], s, avoid)
     return img

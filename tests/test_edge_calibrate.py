@@ -1,0 +1,57 @@
+"""The Localizer's decision rules: the pure fitting functions on small examples, and what the
+smoke run's export stored in its manifest."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from avsl_edge.bundle import load_bundle
+from avsl_edge.calibrate import f1, fit_audio_gate, fit_class_threshold, fit_in_view_threshold, named
+from avsl_edge.localizer import Rules
+
+
+def test_in_view_threshold_separates_separable_scores():
+    fit = fit_in_view_threshold([0.6, 0.7, 0.9], [0.1, 0.2, 0.3])
+    assert 0.3 < fit.threshold < 0.6 and fit.tpr == 1.0 and fit.fpr == 0.0 and fit.balanced_accuracy == 1.0
+
+
+def test_in_view_threshold_keeps_offscreen_dark_when_scores_overlap():
+    pos = [0.2, 0.4, 0.5, 0.6, 0.8]
+    neg = [0.1, 0.3, 0.45, 0.7]
+    strict = fit_in_view_threshold(pos, neg, max_fpr=0.0)
+    assert strict.threshold > 0.7 and strict.fpr == 0.0 and strict.tpr == pytest.approx(0.2)
+    loose = fit_in_view_threshold(pos, neg, max_fpr=0.5)
+    assert loose.balanced_accuracy >= strict.balanced_accuracy and loose.fpr <= 0.5
+    with pytest.raises(ValueError, match="positive and negative"):
+        fit_in_view_threshold([], [0.1])
+
+
+def test_audio_gate_sits_below_the_quietest_clip_within_bounds():
+    assert fit_audio_gate([-25.0, -18.0]) == -45.0
+    assert fit_audio_gate([-12.0]) == -40.0     # never above -40 dBFS
+    assert fit_audio_gate([-70.0]) == -60.0     # never below -60 dBFS
+
+
+def test_class_threshold_maximises_f1_of_the_named_classes():
+    probs = [np.array([0.5, 0.45, 0.05]), np.array([0.9, 0.05, 0.05]), np.array([0.3, 0.3, 0.4])]
+    truths = [{0, 1}, {0}, {2}]
+    t, score = fit_class_threshold(probs, truths)
+    assert named(probs[0], t) == {0, 1} and named(probs[1], t) == {0} and score == 1.0
+    assert named(np.array([0.2, 0.3]), 0.9) == {1}  # nothing reaches it: the most probable class
+    assert f1({0, 1}, {0}) == pytest.approx(2 / 3)
+
+
+def test_the_export_stores_calibrated_rules(smoke_bundle):
+    p = load_bundle(smoke_bundle, verify=False).manifest.postprocessing
+    assert p.in_view_threshold is not None and -60.0 <= p.audio_gate_db <= -40.0
+    report = p.calibration
+    assert report["in_view"]["fpr"] <= report["max_fpr"] and report["scenes"] >= 5 * 40
+    assert set(report["per_kind"]) == {"solo", "solo_distractor", "duet", "mosaic", "offscreen"}
+    rules = Rules.from_postprocessing(p)
+    assert rules.in_view_threshold == p.in_view_threshold and rules.class_threshold == p.class_threshold
+    assert Rules.from_postprocessing(p, box_tau=0.3).box_tau == 0.3
+    with pytest.raises(TypeError, match="unknown rule overrides"):
+        Rules.from_postprocessing(p, tau=0.3)
+    with pytest.raises(ValueError, match="in_view_threshold must be a number in"):
+        Rules(in_view_threshold=2.0)
