@@ -115,10 +115,10 @@ class Backend:
     def head(self, v_fea: np.ndarray, v_emb: np.ndarray, a_emb: np.ndarray) -> dict[str, np.ndarray]:
         return self.run(HEAD, {"v_fea": v_fea, "v_emb": v_emb, "a_emb": a_emb})
 
-    def frame(self, images: np.ndarray, a_emb: np.ndarray,
-              timings: dict[str, float] | None = None) -> dict[str, np.ndarray]:
-        """Image graph then head with a given audio embedding: v_fea, v_emb and every head output.
-        ``timings`` (optional) receives the milliseconds of "image" and "head"."""
+    def frame(self, images: np.ndarray, a_emb: np.ndarray, timings: dict[str, float] | None = None,
+              features: bool = True) -> dict[str, np.ndarray]:
+        """Image graph then head with a given audio embedding: every head output, and v_fea, v_emb
+        when ``features``. ``timings`` (optional) receives the milliseconds of "image" and "head"."""
         t0 = time.perf_counter()
         v = self.image(images)
         t1 = time.perf_counter()
@@ -126,7 +126,7 @@ class Backend:
         h = self.head(v["v_fea"], v["v_emb"], a)
         if timings is not None:
             timings["image"], timings["head"] = (t1 - t0) * 1000.0, (time.perf_counter() - t1) * 1000.0
-        return {**v, **h}
+        return {**v, **h} if features else h
 
     def __call__(self, images: np.ndarray, waveforms: np.ndarray) -> dict[str, np.ndarray]:
         """The whole model on a batch: every output of the three graphs."""
@@ -324,10 +324,10 @@ class OnnxRuntimeBackend(Backend):
         self.sessions[graph].run_with_iobinding(binding)
         return dict(zip(names, binding.copy_outputs_to_cpu()))
 
-    def frame(self, images: np.ndarray, a_emb: np.ndarray,
-              timings: dict[str, float] | None = None) -> dict[str, np.ndarray]:
+    def frame(self, images: np.ndarray, a_emb: np.ndarray, timings: dict[str, float] | None = None,
+              features: bool = True) -> dict[str, np.ndarray]:
         if not self.io_binding:
-            return super().frame(images, a_emb, timings)
+            return super().frame(images, a_emb, timings, features)
         t0 = time.perf_counter()
         # image -> head with v_fea / v_emb kept on the device (no host round trip)
         x = self.check_feeds(IMAGE, {"image": images})["image"]
@@ -355,7 +355,9 @@ class OnnxRuntimeBackend(Backend):
         out = dict(zip(names, hb.copy_outputs_to_cpu()))
         if timings is not None:
             timings["image"], timings["head"] = (t1 - t0) * 1000.0, (time.perf_counter() - t1) * 1000.0
-        return {"v_fea": v_fea.numpy(), "v_emb": v_emb.numpy(), **out}
+        if features:
+            out.update(zip(GRAPH_IO[IMAGE][1], ib.copy_outputs_to_cpu()))
+        return out
 
     def close(self) -> None:
         self.sessions = {}

@@ -250,7 +250,7 @@ class Localizer:
         t0 = time.perf_counter()
         x, a, is_rgb = self.preprocess(frame, rgb)
         speed["preprocess"] = (time.perf_counter() - t0) * 1000.0
-        out = self.backend.frame(x, audio_state.a_emb, timings=speed)
+        out = self.backend.frame(x, audio_state.a_emb, timings=speed, features=False)
         t1 = time.perf_counter()
         result = self._decide(out, audio_state, a.shape[:2], speed)
         result.image = a if self.keep_image else None
