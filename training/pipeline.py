@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -24,6 +23,7 @@ import torch
 
 from avsl_edge.avcoco import AVCocoError, load_avcoco
 from avsl_edge.evaluation import markdown_table, write_report
+from avsl_edge.fileio import atomic_path
 from avsl_edge.metrics import ClusterMatch
 from training import distributed as du
 from training import stage_one, stage_two
@@ -52,9 +52,8 @@ class State:
 
     def mark(self, step: str, value=True) -> None:
         self.data["done"][step] = value
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.data, indent=2))
-        os.replace(tmp, self.path)
+        with atomic_path(self.path) as tmp:
+            tmp.write_text(json.dumps(self.data, indent=2))
 
 
 def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, RunConfig]:

@@ -36,7 +36,6 @@ import pickle
 import re
 import shutil
 import sys
-import tempfile
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -48,6 +47,7 @@ import torch
 from torch.utils.data import Dataset
 
 from avsl_edge.audio import SAMPLE_RATE
+from avsl_edge.fileio import atomic_path
 from avsl_edge.media import MediaError, probe, read_audio_track
 from avsl_edge.preprocess import normalize_chw, preprocess_frame, resize_rgb
 
@@ -211,15 +211,8 @@ def write_index(path: str | os.PathLike, stems: Iterable[str]) -> Path:
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
 
 
 # --------------------------------------------------------------------------------------------

@@ -43,6 +43,7 @@ import numpy as np
 
 from avsl_edge.audio import save_audio
 from avsl_edge.avcoco import AVImage, AVObject, write_avcoco
+from avsl_edge.fileio import atomic_path
 from training.data.assets import Assets, load_assets
 from training.data.classes import CLASSES, MONOPHONIC
 
@@ -811,12 +812,10 @@ def contact_sheet(scenes: Iterable[Scene], path: str | os.PathLike, cols: int = 
         label = f"{s.kind}: hears {heard}" + (" (off-screen)" if off else "")
         cv2.putText(sheet, label[:48], (x0, y0 + head - 4), font, 0.36, (0, 0, 0), 1, cv2.LINE_AA)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix or '.png'}")
-    if not cv2.imwrite(str(tmp), sheet):
-        raise OSError(f"could not write {path}")
-    os.replace(tmp, path)
-    return path
+    with atomic_path(path.with_suffix(path.suffix or ".png")) as tmp:
+        if not cv2.imwrite(str(tmp), sheet):
+            raise OSError(f"could not write {path}")
+    return path.with_suffix(path.suffix or ".png")
 
 
 # ------------------------------------------------------------------------------------------------
