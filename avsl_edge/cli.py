@@ -428,6 +428,7 @@ register_command("bench", "per-stage latency (median/p90 over warm runs) and FPS
                  "and overlay on a synthetic (or given) frame and audio clip.")
 register_command("info", "manifest summary, classes, variants, engines, execution providers", configure_info,
                  cmd_info)
+from . import live as _live  # noqa: E402, F401 - registers `avsl-edge live` (runtime/ loads when it runs)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -2,24 +2,21 @@
 (null sink) heard through ALSA's pulse plugin and PortAudio (sounddevice) for the microphone,
 OpenCV's VideoCapture on SynthMUSIC video files for the camera, PyAV/FFmpeg for the recordings.
 
-The PulseAudio fixture needs the Debian packages pulseaudio, pulseaudio-utils (pactl, paplay,
-parec), libasound2-plugins (ALSA's pulse plugin) and libportaudio2; the tests that use it skip,
-saying what is missing or what failed, where those are not there.
+The ``pulse`` fixture (tests/conftest.py, shared with tests/test_live.py) needs the Debian packages
+pulseaudio, pulseaudio-utils (pactl, paplay, parec), libasound2-plugins (ALSA's pulse plugin) and
+libportaudio2; the tests that use it skip, saying what is missing or what failed, where those are
+not there.
 """
 
 from __future__ import annotations
 
-import glob
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -117,112 +114,6 @@ def scene(tmp_path_factory):
     wav = save_audio(root / "scene.wav", read_audio_track(video))
     frames = SynthMusic().render_video(kind, seed, 0.1, FPS).frames
     return video, wav, frames
-
-
-@dataclass
-class Pulse:
-    server: str  # PULSE_SERVER value
-    sink: str  # what paplay plays into; its monitor is the default source
-    env: dict  # environment for pactl / paplay
-    root: Path
-
-    def play(self, wav: Path) -> subprocess.Popen:
-        return subprocess.Popen(["paplay", f"--device={self.sink}", "--latency-msec=250", str(wav)], env=self.env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-
-
-def _die_with_parent() -> None:
-    """In the child (Linux): get SIGTERM when the test process dies, so a crashed run leaves no
-    PulseAudio server behind."""
-    try:
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except Exception:
-        pass
-
-
-def _pactl(env: dict, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    return subprocess.run(["pactl", *args], env=env, capture_output=True, text=True, timeout=10, check=check)
-
-
-@pytest.fixture(scope="module")
-def pulse():
-    """A private PulseAudio server for this test module: a 16 kHz mono null sink ``avsl_test``
-    whose monitor is the default source, reached through ALSA's ``pulse`` PCM by PortAudio.
-
-    * runs as the current user (root included: ``--system=false``, a private HOME /
-      XDG_RUNTIME_DIR / PULSE_RUNTIME_PATH, no D-Bus, no default.pa: ``-n``);
-    * ``--exit-idle-time=-1 --disallow-exit``: it lives until this fixture stops it;
-    * clients connect via ``PULSE_SERVER=unix:<tmp>/native`` (anonymous auth, no cookie);
-    * a null sink renders in 2 s chunks while nobody asks for low latency, so a ``parec`` at 10 ms
-      keeps its monitor live, and a suspend/resume makes the sink re-time at once (else the first
-      capture waits up to 2 s);
-    * PortAudio lists ALSA devices when it initialises, so sounddevice is re-initialised once
-      the server runs (and again after it is gone);
-    * the server and parec get SIGTERM if the test process dies (PR_SET_PDEATHSIG).
-    """
-    missing = [t for t in ("pulseaudio", "pactl", "paplay", "parec") if shutil.which(t) is None]
-    if missing:
-        pytest.skip(f"PulseAudio tools missing: {missing} (Debian: apt-get install pulseaudio pulseaudio-utils)")
-    if not glob.glob("/usr/lib/*/alsa-lib/libasound_module_pcm_pulse.so") + glob.glob("/usr/lib*/alsa-lib/libasound_module_pcm_pulse.so"):
-        pytest.skip("ALSA's pulse plugin is missing (Debian: apt-get install libasound2-plugins)")
-    try:
-        import sounddevice as sd
-    except OSError as exc:
-        pytest.skip(f"PortAudio is missing ({exc}; Debian: apt-get install libportaudio2)")
-    root = Path(tempfile.mkdtemp(prefix="avsl-pa-"))  # short: a unix socket path has at most 107 bytes
-    sock = root / "native"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DBUS_")}
-    env.update(HOME=str(root), XDG_RUNTIME_DIR=str(root), PULSE_RUNTIME_PATH=str(root / "runtime"),
-               PULSE_STATE_PATH=str(root / "state"), PULSE_SERVER=f"unix:{sock}")
-    cmd = ["pulseaudio", "--daemonize=no", "--system=false", "-n", "--exit-idle-time=-1", "--disallow-exit",
-           "--use-pid-file=false", "--log-target=stderr", "--log-level=warning",
-           "--load=module-null-sink sink_name=avsl_test rate=16000 channels=1",
-           f"--load=module-native-protocol-unix auth-anonymous=1 socket={sock}"]
-    log = open(root / "pulseaudio.log", "w")
-    server = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                              preexec_fn=_die_with_parent)
-    keeper = None
-    try:
-        deadline = time.monotonic() + 10
-        while _pactl(env, "info", check=False).returncode != 0:
-            if server.poll() is not None or time.monotonic() > deadline:
-                pytest.skip(f"PulseAudio did not start here ({' '.join(cmd)} -> exit {server.poll()}): "
-                            + (root / "pulseaudio.log").read_text()[-800:])
-            time.sleep(0.05)
-        _pactl(env, "set-default-source", "avsl_test.monitor")
-        keeper = subprocess.Popen(["parec", "--latency-msec=10", "-d", "avsl_test.monitor", "--rate=16000",
-                                   "--channels=1", "--format=s16le"], env=env, stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.DEVNULL, preexec_fn=_die_with_parent)
-        while not _pactl(env, "list", "short", "source-outputs").stdout.strip():  # parec connected
-            assert keeper.poll() is None and time.monotonic() < deadline, "parec could not record the monitor"
-            time.sleep(0.02)
-        _pactl(env, "suspend-sink", "avsl_test", "1")
-        _pactl(env, "suspend-sink", "avsl_test", "0")
-        with pytest.MonkeyPatch.context() as mp:
-            mp.setenv("PULSE_SERVER", f"unix:{sock}")
-            sd._terminate()
-            sd._initialize()
-            names = [d["name"] for d in sd.query_devices()]
-            if "pulse" not in names:
-                pytest.skip(f"PortAudio does not list ALSA's 'pulse' device with the server running (it lists {names})")
-            try:
-                yield Pulse(f"unix:{sock}", "avsl_test", env, root)
-            finally:
-                sd._terminate()
-        sd._initialize()  # back to the machine's own devices
-    finally:
-        for p in (keeper, server):
-            if p is not None and p.poll() is None:
-                p.terminate()
-                try:
-                    p.wait(5)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait()
-        log.close()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 # ------------------------------------------------------------------------------------- microphone
