@@ -469,4 +469,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Under `python -m avsl_edge.cli` this file runs as __main__; subcommands registered from other
+    # modules (live) go into the imported avsl_edge.cli, so dispatch through that one.
+    from avsl_edge.cli import main as _main
+
+    sys.exit(_main())

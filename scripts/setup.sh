@@ -12,7 +12,7 @@ if [ "${1:-}" = "--system" ]; then system=1; shift; fi
 extras=${1:-train,export}
 
 if [ "$system" = 1 ]; then
-  pkgs="fluidsynth fluid-soundfont-gm fonts-noto-color-emoji libportaudio2 pulseaudio pulseaudio-utils alsa-utils libasound2-plugins ffmpeg"
+  pkgs="fluidsynth fluid-soundfont-gm fonts-noto-color-emoji libportaudio2 pulseaudio pulseaudio-utils libasound2-plugins ffmpeg xvfb xdotool"
   missing=$(for p in $pkgs; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || echo "$p"; done)
   if [ -n "$missing" ]; then
     SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
