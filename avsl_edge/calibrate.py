@@ -20,6 +20,10 @@ The rules, each a pure function below:
   that maximises the mean per-scene F1 between the classes named (probability >= threshold, else
   the most probable class) and the visible sounding classes, over the scenes with sounding
   instruments in view; ties go to the higher threshold.
+* ``box_tau`` (:func:`fit_box_tau`): the fraction of its maximum (0.1 .. 0.8) at which a class map
+  is cut for a box that hits (IoU >= 0.5) the most visible sounding classes of those scenes (each
+  class's own map, so the choice does not depend on the audio classification); ties go to the
+  higher fraction.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .localizer import audio_window
+from .result import Box
 
 if TYPE_CHECKING:
     from .localizer import Localizer
@@ -38,6 +43,9 @@ if TYPE_CHECKING:
 POSITIVE_KINDS: tuple[str, ...] = ("solo", "solo_distractor", "duet", "mosaic")
 NEGATIVE_KINDS: tuple[str, ...] = ("offscreen",)
 CLASS_GRID: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(1, 11))
+BOX_GRID: tuple[float, ...] = tuple(round(0.1 * i, 1) for i in range(1, 9))
+
+XYWH = tuple[float, float, float, float]
 
 
 @dataclass(frozen=True)
@@ -48,6 +56,7 @@ class CalibrationScene:
     image: np.ndarray              # (H, W, 3) uint8 RGB
     audio: np.ndarray              # float32 mono, 16 kHz
     sounding: tuple[str, ...]      # visible sounding classes (empty for offscreen scenes)
+    boxes: tuple[tuple[str, XYWH], ...] = ()  # (class, x, y, w, h in pixels) of the visible sounding objects
 
 
 @dataclass(frozen=True)
@@ -115,27 +124,48 @@ def fit_class_threshold(class_probs: Sequence[np.ndarray], truths: Sequence[set[
     return float(grid[i]), scores[i]
 
 
+def union_box(boxes: Sequence[XYWH]) -> XYWH:
+    """The bounding rectangle of (x, y, w, h) boxes."""
+    x0 = min(b[0] for b in boxes)
+    y0 = min(b[1] for b in boxes)
+    x1 = max(b[0] + b[2] for b in boxes)
+    y1 = max(b[1] + b[3] for b in boxes)
+    return (x0, y0, x1 - x0, y1 - y0)
+
+
+def fit_box_tau(hits: dict[float, Sequence[bool]]) -> tuple[float, float]:
+    """Rule for ``box_tau`` from ``{tau: [box hit per (scene, class)]}``: (tau, its hit rate)."""
+    if not hits or not all(len(v) for v in hits.values()):
+        raise ValueError("need box hits for every tau")
+    rates = {t: float(np.mean(v)) for t, v in hits.items()}
+    best = max(rates.values())
+    tau = max(t for t, r in rates.items() if r >= best - 1e-12)
+    return float(tau), rates[tau]
+
+
 @dataclass
 class Calibration:
     in_view_threshold: float
     audio_gate_db: float
     class_threshold: float
+    box_tau: float
     report: dict[str, Any] = field(default_factory=dict)
 
     def postprocessing(self) -> dict[str, Any]:
         """The manifest ``postprocessing`` fields this calibration sets."""
         return {"in_view_threshold": self.in_view_threshold, "audio_gate_db": self.audio_gate_db,
-                "class_threshold": self.class_threshold, "calibration": self.report}
+                "class_threshold": self.class_threshold, "box_tau": self.box_tau, "calibration": self.report}
 
 
 def calibrate(localizer: "Localizer", scenes: Sequence[CalibrationScene], max_fpr: float = 0.02,
               batch_size: int = 16, source: str = "") -> Calibration:
-    """Fit the three rules on ``scenes`` with ``localizer``'s backend (module docstring)."""
+    """Fit the rules on ``scenes`` with ``localizer``'s backend (module docstring)."""
     classes = list(localizer.classes)
     kinds = {s.kind for s in scenes}
     if not kinds & set(POSITIVE_KINDS) or not kinds & set(NEGATIVE_KINDS):
         raise ValueError(f"calibration needs scenes of {POSITIVE_KINDS} and {NEGATIVE_KINDS}, got {sorted(kinds)}")
     scores, probs, levels = [], [], []
+    box_hits: dict[float, list[bool]] = {t: [] for t in BOX_GRID}
     for start in range(0, len(scenes), batch_size):
         chunk = scenes[start:start + batch_size]
         x = np.concatenate([localizer.preprocess(s.image, rgb=True)[0] for s in chunk])
@@ -144,12 +174,22 @@ def calibrate(localizer: "Localizer", scenes: Sequence[CalibrationScene], max_fp
         scores += [float(v) for v in out["av_score"]]
         probs += list(localizer.class_probs(out["audio_probs"]))
         levels += [lv for _, lv in windows]
+        for s, cp in zip(chunk, out["class_probs"]):
+            if s.kind not in POSITIVE_KINDS or not s.boxes:
+                continue
+            cmaps = localizer.class_maps(cp)
+            for c in dict.fromkeys(c for c, _ in s.boxes):
+                truth = union_box([b for k, b in s.boxes if k == c])
+                for t in BOX_GRID:
+                    b = localizer.box(cmaps[classes.index(c)], s.image.shape[:2], tau=t)
+                    box_hits[t].append(b is not None and Box(c, 1.0, *b).iou(truth) >= 0.5)
     pos = [i for i, s in enumerate(scenes) if s.kind in POSITIVE_KINDS]
     neg = [i for i, s in enumerate(scenes) if s.kind in NEGATIVE_KINDS]
     fit = fit_in_view_threshold([scores[i] for i in pos], [scores[i] for i in neg], max_fpr)
     gate = fit_audio_gate(levels)
     truths = [{classes.index(c) for c in scenes[i].sounding} for i in pos]
     cls_t, cls_f1 = fit_class_threshold([probs[i] for i in pos], truths)
+    box_tau, box_rate = fit_box_tau(box_hits) if all(box_hits.values()) else (localizer.rules.box_tau, float("nan"))
     per_kind = {k: {"n": sum(s.kind == k for s in scenes),
                     "declared_in_view": float(np.mean([scores[i] >= fit.threshold
                                                        for i, s in enumerate(scenes) if s.kind == k]))}
@@ -157,9 +197,10 @@ def calibrate(localizer: "Localizer", scenes: Sequence[CalibrationScene], max_fp
     report = {
         "rules": "in_view_threshold: max balanced accuracy (positives " + "/".join(POSITIVE_KINDS) + ", negatives "
                  + "/".join(NEGATIVE_KINDS) + f") with off-screen false-positive rate <= {max_fpr}; audio_gate_db: "
-                 "quietest clip - 20 dB within [-60, -40]; class_threshold: max mean F1 of the named classes",
+                 "quietest clip - 20 dB within [-60, -40]; class_threshold: max mean F1 of the named classes; "
+                 "box_tau: most class boxes with IoU >= 0.5",
         "source": source, "scenes": len(scenes), "max_fpr": max_fpr,
         "in_view": {"tpr": fit.tpr, "fpr": fit.fpr, "balanced_accuracy": fit.balanced_accuracy},
-        "class_f1": cls_f1, "quietest_clip_db": float(min(levels)), "per_kind": per_kind,
+        "class_f1": cls_f1, "box_hit_rate": box_rate, "quietest_clip_db": float(min(levels)), "per_kind": per_kind,
     }
-    return Calibration(fit.threshold, gate, cls_t, report)
+    return Calibration(fit.threshold, gate, cls_t, box_tau, report)

@@ -27,8 +27,10 @@ Decisions (:class:`Rules`, from the bundle manifest's ``postprocessing``; each c
      nothing is sounding in view (an off-screen sound lights nothing);
   3. classes: when in view, every class whose audio probability (summed over its clusters) is
      >= ``class_threshold``; the most probable class when none reaches it.
-  One box per named class: its sounding map (class map x av map) upsampled to the frame, pixels
-  above ``box_tau`` x its max, the largest 8-connected component, its bounding rectangle.
+  One box per named class: its class map (the class softmax of the gated class-aware maps, summed
+  over the class's clusters: the map the evaluation's CIoU scores) upsampled to the frame, pixels
+  above ``box_tau`` x its max (calibrated at export), the largest 8-connected component, its
+  bounding rectangle.
 """
 
 from __future__ import annotations
@@ -282,14 +284,16 @@ class Localizer:
                         audio_db=state.audio_db, frame_size=(int(frame_hw[0]), int(frame_hw[1])), av_map_lowres=av,
                         class_maps_lowres=cmaps, rules=self.rules.to_dict(), speed=speed)
         for i in named:
-            box = self.box(cmaps[i] * av, frame_hw)
+            box = self.box(cmaps[i], frame_hw)
             if box is not None:
                 result.boxes.append(Box(self.classes[i], float(state.class_probs[i]), *box))
         return result
 
-    def box(self, low: np.ndarray, frame_hw: tuple[int, int]) -> tuple[float, float, float, float] | None:
-        """(x, y, w, h) in frame pixels of the largest component of ``upsample(low) > box_tau * max``,
-        computed at a working size whose long side is at most ``box_resolution``."""
+    def box(self, low: np.ndarray, frame_hw: tuple[int, int],
+            tau: float | None = None) -> tuple[float, float, float, float] | None:
+        """(x, y, w, h) in frame pixels of the largest component of ``upsample(low) > tau * max``
+        (``tau`` default: ``rules.box_tau``), computed at a working size whose long side is at most
+        ``box_resolution``."""
         h, w = int(frame_hw[0]), int(frame_hw[1])
         s = min(1.0, self.box_resolution / max(h, w))
         wh, ww = max(1, round(h * s)), max(1, round(w * s))
@@ -297,7 +301,7 @@ class Localizer:
         peak = float(up.max())
         if not peak > 0:
             return None
-        mask = (up > self.rules.box_tau * peak).astype(np.uint8)
+        mask = (up > (self.rules.box_tau if tau is None else tau) * peak).astype(np.uint8)
         n, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
         if n < 2:
             return None

@@ -5,7 +5,7 @@
     img = draw(frame_bgr, result, silent=[(x, y, w, h, "violin")])   # known silent objects in red
 
 Each class has its own colour (:func:`class_colour`). Sounding classes get a translucent heat map
-of where they are heard (their sounding map, see :meth:`Result.sounding_map`) or its contour, and
+of where they are heard (their class map, see :meth:`Result.class_map`) or its contour, and
 a box labelled with the class name and score; objects known to be visible but silent can be
 outlined in red (dashed); a legend in the top-left corner lists what is heard, or says that
 nothing is sounding in view / that the audio is silent. Line widths and text scale with the frame.
@@ -203,7 +203,7 @@ def draw(image: np.ndarray, result: "Result", *, rgb: bool = False, style: str =
     level = result.rules.get("box_tau", 0.5) if contour_level is None else contour_level
     colours = {c: _order(class_colour(i), rgb) for i, c in enumerate(result.classes)}
     for name in result.sounding:
-        m = result.sounding_map(name)
+        m = result.class_map(name)
         if style in ("heat", "both"):
             blend_heat(img, m, colours[name])
         if style in ("contour", "both"):

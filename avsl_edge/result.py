@@ -78,6 +78,7 @@ class Result:
     frame_size: tuple[int, int]      # (height, width)
     av_map_lowres: np.ndarray        # (h, w) in [0, 1]
     class_maps_lowres: np.ndarray    # (C, h, w): per class, the class softmax summed over its clusters
+                                     # (the evaluation's class maps; boxes and heat maps use them)
     rules: dict[str, float] = field(default_factory=dict)
     speed: dict[str, float] = field(default_factory=dict)   # milliseconds per stage
     image: np.ndarray | None = field(default=None, repr=False)  # the input frame (for plot)
@@ -114,14 +115,6 @@ class Result:
     def class_maps(self) -> np.ndarray:
         """(C, H, W) every class map at frame resolution (C x H x W float32: large at 1080p)."""
         return np.stack([self.class_map(c) for c in self.classes])
-
-    def sounding_map(self, name: str) -> np.ndarray:
-        """(H, W) where ``name`` is heard: its class map times the av map (what boxes and heat maps use)."""
-        key = ("sounding", self._index(name))
-        if key not in self._cache:
-            low = self.class_maps_lowres[self._index(name)] * self.av_map_lowres
-            self._cache[key] = upsample_map(low, *self.frame_size)
-        return self._cache[key]
 
     # ---- drawing
     def plot(self, image: np.ndarray | None = None, **options: Any) -> np.ndarray:

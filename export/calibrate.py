@@ -31,7 +31,8 @@ def calibration_scenes(per_kind: int = SCENES_PER_KIND, seed: int = RULES_SEED) 
     for i in range(per_kind * len(kinds)):
         kind = kinds[i % len(kinds)]
         s = synth.scene(kind, scene_seed(seed, i))
-        out.append(CalibrationScene(kind, s.image, s.audio, tuple(s.sounding_classes)))
+        out.append(CalibrationScene(kind, s.image, s.audio, tuple(s.sounding_classes),
+                                    tuple((o.category, o.bbox) for o in s.objects if o.sounding)))
     return out
 
 
@@ -48,5 +49,6 @@ def calibrate_bundle(bundle: Bundle, per_kind: int = SCENES_PER_KIND, threads: i
     r = cal.report
     log(f"[export] rules: in_view_threshold {cal.in_view_threshold:.3f} (TPR {r['in_view']['tpr']:.2f}, "
         f"off-screen FPR {r['in_view']['fpr']:.2f}), audio_gate_db {cal.audio_gate_db:.1f}, "
-        f"class_threshold {cal.class_threshold:.2f} (F1 {r['class_f1']:.2f})")
+        f"class_threshold {cal.class_threshold:.2f} (F1 {r['class_f1']:.2f}), box_tau {cal.box_tau:.1f} "
+        f"(box IoU >= 0.5 for {100 * r['box_hit_rate']:.0f} % of the sounding classes)")
     return cal.postprocessing()

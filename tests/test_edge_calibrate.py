@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from avsl_edge.bundle import load_bundle
-from avsl_edge.calibrate import f1, fit_audio_gate, fit_class_threshold, fit_in_view_threshold, named
+from avsl_edge.calibrate import (BOX_GRID, f1, fit_audio_gate, fit_box_tau, fit_class_threshold, fit_in_view_threshold,
+                                 named, union_box)
 from avsl_edge.localizer import Rules
 
 
@@ -42,9 +43,15 @@ def test_class_threshold_maximises_f1_of_the_named_classes():
     assert f1({0, 1}, {0}) == pytest.approx(2 / 3)
 
 
+def test_box_tau_is_the_cut_with_the_most_box_hits():
+    assert fit_box_tau({0.2: [True, False], 0.5: [True, True], 0.7: [True, True]}) == (0.7, 1.0)
+    assert fit_box_tau({0.3: [False, True, True], 0.6: [False, False, True]}) == (0.3, pytest.approx(2 / 3))
+    assert union_box([(10, 10, 5, 5), (30, 0, 10, 20)]) == (10, 0, 30, 20)
+
+
 def test_the_export_stores_calibrated_rules(smoke_bundle):
     p = load_bundle(smoke_bundle, verify=False).manifest.postprocessing
-    assert p.in_view_threshold is not None and -60.0 <= p.audio_gate_db <= -40.0
+    assert p.in_view_threshold is not None and -60.0 <= p.audio_gate_db <= -40.0 and p.box_tau in BOX_GRID
     report = p.calibration
     assert report["in_view"]["fpr"] <= report["max_fpr"] and report["scenes"] >= 5 * 40
     assert set(report["per_kind"]) == {"solo", "solo_distractor", "duet", "mosaic", "offscreen"}
