@@ -17,6 +17,8 @@ import pytest
 
 # Tests share 2 cores with each other's subprocesses: keep every process single-threaded.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# The smoke pipeline registers its bundle in the avsl-edge cache: keep that out of the user's cache.
+os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="avsl-edge-test-cache-")
 
 
 @pytest.fixture(scope="session")

@@ -37,6 +37,8 @@ def load_checkpoint(path: str | os.PathLike, kind: str | None = None, map_locati
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint")
+    if not zipfile.is_zipfile(path):
+        raise CheckpointError(f"{path}: corrupt or unreadable checkpoint (not a torch.save archive)")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:

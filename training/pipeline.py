@@ -84,12 +84,16 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, RunConfig]:
         overrides["export"] = "false"
     out = Path(args.out or overrides.get("out") or preset(args.preset).out)
     overrides["out"] = str(out)
-    if args.resume:
-        if not (out / "config.json").is_file():
-            p.error(f"--resume: {out} holds no run (no config.json)")
-        cfg = apply_overrides(load_config(out / "config.json"), overrides)
-    else:
-        cfg = apply_overrides(preset(args.preset), overrides)
+    try:
+        if args.resume:
+            if not (out / "config.json").is_file():
+                p.error(f"--resume: {out} holds no run (no config.json)")
+            cfg = apply_overrides(load_config(out / "config.json"), overrides)
+        else:
+            cfg = apply_overrides(preset(args.preset), overrides)
+    except ValueError as exc:
+        p.error(str(exc))
+    if not args.resume:
         if out.exists() and any(out.iterdir()) and not args.force:
             p.error(f"{out} already holds a run; pass --resume to continue it or --force to start afresh")
     if cfg.visual_init == "imagenet" and not cfg.visual_weights:
@@ -114,7 +118,9 @@ def run(cfg: RunConfig, resume: bool = False, progress: bool = True) -> Path:
         save_config(cfg, run_dir / "config.json")
         print(f"run folder {run_dir} (preset {cfg.preset}, {d.world_size} process(es), device {device})")
 
-    def step(name: str, fn):
+    def step(name: str, fn, all_ranks: bool = True):
+        """Run ``fn`` unless a resumed run finished it; ``all_ranks``: every process takes part
+        (and they meet at a barrier after it), else only rank 0 runs it."""
         if resume and state.done(name):
             if d.is_main:
                 print(f"[{name}] done earlier, skipped")
@@ -126,7 +132,8 @@ def run(cfg: RunConfig, resume: bool = False, progress: bool = True) -> Path:
             state.mark(name, value if value is not None else True)
             state.mark("timings", timings)
             print(f"[{name}] {timings[name]:.0f} s")
-        du.barrier(d)
+        if all_ranks:
+            du.barrier(d)
         return value
 
     test_dir = run_dir / "data" / "test"
@@ -149,11 +156,14 @@ def run(cfg: RunConfig, resume: bool = False, progress: bool = True) -> Path:
     model_path = step("stage_two", lambda: str(stage_two.train(cfg, Path(round_path), run_dir, d, device, log,
                                                                  resume, progress)))
     if d.is_main:
-        table = step("evaluate", lambda: evaluate(Path(model_path), test_dir, cfg.eval, str(device), progress))
+        # evaluation, report and export run on rank 0 alone; the other ranks are done
+        table = step("evaluate", lambda: evaluate(Path(model_path), test_dir, cfg.eval, str(device), progress),
+                     all_ranks=False)
         write_report(table, run_dir / "eval.json", run_dir / "eval.md", {"data": str(test_dir)})
-        step("report", lambda: write_run_report(cfg, run_dir, Path(model_path), test_dir, table, timings, device))
+        step("report", lambda: write_run_report(cfg, run_dir, Path(model_path), test_dir, table, timings, device),
+             all_ranks=False)
         if cfg.export:
-            step("export", lambda: export_bundle(run_dir, Path(model_path), test_dir))
+            step("export", lambda: export_bundle(run_dir, Path(model_path), test_dir), all_ranks=False)
         print(markdown_table(table))
         print(f"report: {run_dir / 'report.md'}")
     log.close()
