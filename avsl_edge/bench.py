@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import math
 import platform
-from typing import Any
+import time
+from dataclasses import asdict, dataclass
+from typing import Any, Callable
 
 import numpy as np
 
@@ -40,9 +42,46 @@ def synthetic_inputs(width: int = 640, height: int = 480, sample_rate: int = 480
     return frame, audio
 
 
-def _summary(ms: list[float]) -> dict[str, float]:
+@dataclass(frozen=True)
+class Timing:
+    """Median and 90th percentile of warm runs, in milliseconds."""
+    median_ms: float
+    p90_ms: float
+    runs: int
+
+    def to_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+def summary(ms: list[float]) -> Timing:
+    """Median/p90 of millisecond samples (rounded to microseconds)."""
+    if len(ms) == 0:
+        raise ValueError("no samples to summarise")
     a = np.asarray(ms, np.float64)
-    return {"median_ms": round(float(np.median(a)), 3), "p90_ms": round(float(np.percentile(a, 90)), 3)}
+    return Timing(round(float(np.median(a)), 3), round(float(np.percentile(a, 90)), 3), int(a.size))
+
+
+def measure(fn: Callable[[], object], warmup: int = 3, runs: int = 20) -> Timing:
+    """Time ``fn()`` over ``runs`` calls after ``warmup`` untimed ones (wall clock, perf_counter).
+
+    >>> measure(lambda: sum(range(1000)), warmup=1, runs=5).runs
+    5
+    """
+    if runs < 1 or warmup < 0:
+        raise ValueError(f"need runs >= 1 and warmup >= 0, got {runs}, {warmup}")
+    for _ in range(warmup):
+        fn()
+    samples = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        fn()
+        samples.append((time.perf_counter() - t0) * 1000.0)
+    return summary(samples)
+
+
+def _summary(ms: list[float]) -> dict[str, float]:
+    t = summary(ms)
+    return {"median_ms": t.median_ms, "p90_ms": t.p90_ms}
 
 
 def benchmark(localizer: Localizer, frame: np.ndarray | None = None, audio: np.ndarray | None = None,

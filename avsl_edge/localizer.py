@@ -227,10 +227,8 @@ class Localizer:
         """-> ((1, 3, S, S) model input, the frame array, whether it is RGB). Byte-identical to
         :func:`avsl_edge.preprocess.preprocess_frame` on the RGB frame (the resize is per channel)."""
         a, is_rgb = as_frame(frame, rgb)
-        small = resize_rgb(a, self.image_size)
-        if not is_rgb:
-            small = small[..., ::-1]
-        return normalize_chw(small)[None], a, is_rgb
+        small = resize_rgb(a, self.image_size)  # per channel: the same pixels in BGR or RGB order
+        return normalize_chw(small, bgr=not is_rgb)[None], a, is_rgb
 
     # ---- the API
     def encode_audio(self, window: Any, sample_rate: int = SAMPLE_RATE) -> AudioState:

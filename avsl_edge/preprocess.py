@@ -22,6 +22,9 @@ IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 
 _MEAN = np.asarray(IMAGENET_MEAN, dtype=np.float32).reshape(3, 1, 1)
 _STD = np.asarray(IMAGENET_STD, dtype=np.float32).reshape(3, 1, 1)
+# (3, 256) float32: channel c, byte v -> (v / 255 - mean_c) / std_c, computed with the very float32
+# operations of ToTensor + Normalize, so a table lookup gives the same bits as the arithmetic.
+_LUT = (np.arange(256, dtype=np.float32)[None, :] / np.float32(255.0) - _MEAN[:, :, 0]) / _STD[:, :, 0]
 
 
 class PreprocessError(ValueError):
@@ -52,11 +55,23 @@ def resize_rgb(rgb: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
     return cv2.resize(np.ascontiguousarray(a), (w_out, h_out), interpolation=interp)
 
 
-def normalize_chw(rgb: np.ndarray) -> np.ndarray:
-    """(H, W, 3) uint8 RGB -> (3, H, W) float32: ``ToTensor`` (/255) then ImageNet ``Normalize``."""
+def normalize_chw(rgb: np.ndarray, *, bgr: bool = False, out: np.ndarray | None = None) -> np.ndarray:
+    """(H, W, 3) uint8 RGB -> (3, H, W) float32: ``ToTensor`` (/255) then ImageNet ``Normalize``.
+
+    One table lookup per pixel and channel, written straight into the channel-first result (no
+    float temporaries): the same bits as ``(x / 255 - mean) / std`` in float32. ``bgr=True`` reads
+    an OpenCV BGR image (the channel swap costs nothing); ``out`` is an optional (3, H, W) float32
+    C-contiguous array to fill (reused across frames) and is returned.
+    """
     a = _check_rgb(rgb)
-    x = a.transpose(2, 0, 1).astype(np.float32) / np.float32(255.0)
-    return np.ascontiguousarray((x - _MEAN) / _STD, dtype=np.float32)
+    h, w = a.shape[:2]
+    if out is None:
+        out = np.empty((3, h, w), np.float32)
+    elif out.shape != (3, h, w) or out.dtype != np.float32 or not out.flags.c_contiguous:
+        raise PreprocessError(f"out must be a C-contiguous (3, {h}, {w}) float32 array, got {out.shape} {out.dtype}")
+    for c in range(3):
+        np.take(_LUT[c], a[:, :, 2 - c if bgr else c], out=out[c])
+    return out
 
 
 def preprocess_frame(rgb_uint8: np.ndarray, size: int = 224) -> np.ndarray:

@@ -1,15 +1,18 @@
 """The performance table, side by side in one process: ``python -m benchmarks.run``.
 
-    python -m benchmarks.run                         # 224 px model, everything, JSON in benchmarks/results.json
-    python -m benchmarks.run --bundle runs/cpu/bundle --size 96 --quick
+    python -m benchmarks.run                                   # 224 px random model, everything
+    python -m benchmarks.run --bundle runs/cpu/bundle --quick  # a trained bundle, fewer runs, no live/training
 
-Measures (batch 1, warm runs, median and p90): PyTorch eager, ONNX Runtime fp32 and ONNX Runtime
-INT8 (QDQ) per stage (audio front-end + net, image net, head, pre/post-processing, overlay);
-``localize()`` end to end with the audio embedding reused; the live loop's FPS and latency (file
-camera + file microphone); the model's MACs against the machine's measured peak fp32 GEMM rate;
-training throughput of the presets. Without --bundle a randomly initialised model at --size is
-exported first (speed does not depend on the weights). GPU rows appear where a GPU is present.
-Targets (issue 7) are printed beside the figures; nothing here is a pass/fail test.
+Measures (batch 1, warm runs, median and p90): PyTorch eager, ONNX Runtime fp32, ONNX Runtime INT8
+in both QDQ forms (``int8``: symmetric activations, the TensorRT form; ``int8-cpu``: uint8
+activations, the ONNX Runtime CPU form) per stage (audio front-end + net, preprocessing, image
+net, head, post-processing, overlay); ``localize()`` per frame with the audio embedding reused;
+the live loop's FPS and latency (``avsl-edge live`` on a file camera + file microphone); the
+model's MACs against the machine's peak fp32 GEMM rate measured in the same run; training
+throughput of the ``cpu`` and ``paper`` presets. Without --bundle a randomly initialised model at
+--size is exported first (speed does not depend on the weights). GPU rows (PyTorch CUDA) appear
+where a GPU is present. Targets (issue 7) are printed beside the figures with met/missed; nothing
+here is a pass/fail test. The JSON (default benchmarks/results.json) holds every figure.
 """
 
 from __future__ import annotations
@@ -32,10 +35,13 @@ from avsl_edge.bench import synthetic_inputs
 from benchmarks import torch_side
 
 REPO = Path(__file__).resolve().parents[1]
+ORT_VARIANTS = ("fp32", "int8", "int8-cpu")
+STAGES = ("audio", "preprocess", "image", "head", "postprocess", "overlay")
+PER_FRAME = ("preprocess", "image", "head", "postprocess")
 
 
-def random_bundle(size: int, workdir: Path) -> Path:
-    """Export a randomly initialised StageTwo at ``size`` px (fp32 + int8) for speed measurements."""
+def random_bundle(size: int, workdir: Path, calibration_size: int = 16) -> Path:
+    """Export a randomly initialised StageTwo at ``size`` px (fp32 + both int8 forms) for speed."""
     from export.to_onnx import export_run
     from training.checkpoint import save_checkpoint
     from training.config import preset, to_dict
@@ -51,108 +57,218 @@ def random_bundle(size: int, workdir: Path) -> Path:
                            model=model.state_dict(), dictionary=torch.randn(k, 512).abs(),
                            cluster_to_class=torch.arange(k) % c, affinity=torch.eye(c, k, dtype=torch.float64),
                            centroids=torch.randn(k, 512), nmi=0.0)
-    return export_run(ckpt, workdir / "bundle", None, variants=("int8",), evaluate=False, log=lambda s: None)
+    return export_run(ckpt, workdir / "bundle", None, variants=("int8", "int8-cpu"), evaluate=False,
+                      calibration_size=calibration_size, log=lambda s: None)
 
 
-def live_loop(bundle: Path, variant: str, frames: int, workdir: Path) -> dict:
-    """`avsl-edge live` on a SynthMUSIC video and its audio file, headless; its JSON summary."""
+def live_clip(workdir: Path, seconds: float, fps: float = 30.0) -> tuple[Path, Path]:
+    """A SynthMUSIC duet video and its sound as a WAV: the file camera (paced at ``fps``, like a
+    camera) and the file microphone (replayed in real time) of the live loop."""
     from avsl_edge.audio import save_audio
     from training.data.synth import write_scene_video
 
-    video = workdir / "live.mp4"
+    video, wav = workdir / "live.mp4", workdir / "live.wav"
     if not video.is_file():
-        write_scene_video(video, "duet", seed=3, seconds=frames / 30 + 2, fps=30.0)
-        save_audio(workdir / "live.wav", avsl_edge.media.read_audio_track(video))
+        write_scene_video(video, "duet", seed=3, seconds=seconds, fps=fps)
+        save_audio(wav, avsl_edge.media.read_audio_track(video))
+    return video, wav
+
+
+def live_loop(bundle: Path, variant: str, frames: int, workdir: Path, threads: int,
+              extra: tuple[str, ...] = ()) -> dict:
+    """`avsl-edge live` on a SynthMUSIC video and its audio file, headless; its JSON summary."""
+    video, wav = live_clip(workdir, frames / 30 + 3)
     summary = workdir / f"live_{variant}.json"
-    cmd = [sys.executable, "-m", "avsl_edge.cli", "live", "--camera", str(video), "--mic", str(workdir / "live.wav"),
-           "--model", str(bundle), "--variant", variant, "--no-display", "--max-frames", str(frames),
-           "--summary-json", str(summary)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    summary.unlink(missing_ok=True)
+    cmd = [sys.executable, "-m", "avsl_edge.cli", "live", "--camera", str(video), "--mic", str(wav),
+           "--model", str(bundle), "--variant", variant, "--backend", "onnxruntime", "--threads", str(threads),
+           "--no-display", "--max-frames", str(frames), "--summary-json", str(summary), *extra]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=REPO)
     if proc.returncode != 0 or not summary.is_file():
-        return {"error": (proc.stderr or proc.stdout)[-500:]}
+        return {"error": (proc.stderr or proc.stdout)[-800:], "command": " ".join(cmd)}
     return json.loads(summary.read_text())
 
 
-def stage_row(report: dict) -> dict:
-    return {s: v["median_ms"] for s, v in report["stages"].items()} | {
-        s + "_p90": v["p90_ms"] for s, v in report["stages"].items()}
+def ort_rows(bundle: Path, variants: list[str], threads: int, runs: int) -> dict[str, dict]:
+    frame, audio = synthetic_inputs(640, 480)
+    rows = {}
+    for variant in variants:
+        loc = avsl_edge.load(bundle, backend="onnxruntime", providers=["CPUExecutionProvider"], variant=variant,
+                             intra_op_threads=threads, inter_op_threads=1)
+        rep = edge_benchmark(loc, frame, audio, 48000, runs, 5)
+        loc.close()
+        rows[f"onnxruntime {variant}"] = {"stages": rep["stages"], "per_frame_ms": rep["per_frame_ms"],
+                                          "end_to_end_ms": rep["end_to_end_ms"], "fps": rep["fps"],
+                                          "backend": rep["backend"]["description"]}
+    return rows
+
+
+def int8_accuracy(bundle: Path, eval_data: Path | None) -> dict:
+    """CIoU@0.3 (mosaic and duet) of fp32 vs int8-cpu: the scores the export recorded on its
+    evaluation split, else scored here on ``eval_data``."""
+    from avsl_edge.backends import CPU_EP, create_backend
+    from avsl_edge.bundle_eval import evaluate_bundle
+
+    b = avsl_edge.load_bundle(bundle)
+    keys = ("mosaic_ciou@0.3", "duet_ciou@0.3", "solo_iou@0.5")
+    tables, data = {}, None
+    for v in ("fp32", "int8", "int8-cpu"):
+        if v not in b.variants:
+            continue
+        ev = (b.manifest.variants[v].report or {}).get("eval")
+        if eval_data is not None:
+            coco = avsl_edge.avcoco.load_avcoco(eval_data)
+            tables[v] = evaluate_bundle(create_backend(b, "onnxruntime", [CPU_EP], v), coco)["model"]
+            data = str(eval_data)
+        elif ev:
+            tables[v], data = ev["model"], ev["data"]
+    if "fp32" not in tables or "int8-cpu" not in tables:
+        return {}
+    out = {"data": data, **{v: {k: round(t[k], 2) for k in keys if k in t} for v, t in tables.items()}}
+    ciou = ("mosaic_ciou@0.3", "duet_ciou@0.3")
+    out["delta_ciou"] = min(tables["int8-cpu"][k] - tables["fp32"][k] for k in ciou)
+    out["note"] = "worst of mosaic/duet CIoU@0.3, int8-cpu minus fp32, on " + str(data)
+    return out
+
+
+def _ms(row: dict, stage: str) -> float:
+    return row["stages"][stage]["median_ms"]
+
+
+def targets(out: dict) -> list[dict]:
+    """Issue 7's targets: value, goal, met."""
+    rows = out["stages_ms"]
+    fp32, int8 = rows.get("onnxruntime fp32"), rows.get("onnxruntime int8-cpu")
+    bound_ms = out["image_bound_ms"]
+    t = []
+
+    def add(name: str, value: float | None, goal: str, met: bool | None, note: str = "") -> None:
+        t.append({"target": name, "value": None if value is None else round(value, 3), "goal": goal,
+                  "met": met, "note": note})
+
+    r = _ms(fp32, "image") / bound_ms
+    add("ORT fp32 image / GEMM bound (2 x MACs / peak)", r, "<= 1.1", r <= 1.1,
+        f"{_ms(fp32, 'image'):.1f} ms vs bound {bound_ms:.1f} ms; achieved/peak {1 / r:.0%}")
+    if int8 is not None:
+        r = _ms(fp32, "image") / _ms(int8, "image")
+        add("INT8 (int8-cpu) image speed-up over fp32", r, ">= 2", r >= 2,
+            f"{_ms(int8, 'image'):.1f} vs {_ms(fp32, 'image'):.1f} ms")
+    if "onnxruntime int8" in rows:
+        r = _ms(fp32, "image") / _ms(rows["onnxruntime int8"], "image")
+        add("INT8 (int8, TensorRT form) image speed-up over fp32 on CPU", r, "report", None)
+    for name, row in (("fp32", fp32), ("int8-cpu", int8)):
+        if row is not None:
+            per_frame = sum(_ms(row, s) for s in PER_FRAME)
+            r = per_frame / _ms(row, "image")
+            add(f"localize() per frame / image net ({name})", r, "<= 1.15", r <= 1.15,
+                f"{per_frame:.2f} ms per frame, image {_ms(row, 'image'):.2f} ms (head and pre/post-processing "
+                f"{per_frame - _ms(row, 'image'):.2f} ms)")
+    acc = out.get("accuracy")
+    if acc and "delta_ciou" in acc:
+        d = acc["delta_ciou"]
+        add("INT8 (int8-cpu) accuracy, CIoU@0.3 vs fp32 (points)", d, ">= -2", d >= -2, acc.get("note", ""))
+    live = out.get("live", {}).get("int8-cpu")
+    if live and "error" not in live:
+        add("live FPS (int8-cpu)", live["fps"], ">= 25", live["fps"] >= 25,
+            f"{live['frames']} frames, camera file at 30 fps")
+        lat = live["latency_ms"]["median"]
+        add("live end-to-end latency median ms (int8-cpu)", lat, "< 80", lat < 80,
+            f"p90 {live['latency_ms']['p90']} ms")
+        audio = live["stages_ms"].get("audio")
+        if audio:
+            add("live audio path per hop ms (int8-cpu)", audio["median"], "< 10", audio["median"] < 10,
+                f"p90 {audio['p90']} ms")
+    return t
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.split("\n\n")[0])
     p.add_argument("--bundle", type=Path, help="a bundle to measure (default: export a random model at --size)")
     p.add_argument("--size", type=int, default=224, help="model input size when no --bundle is given")
-    p.add_argument("--threads", type=int, default=os.cpu_count() or 2)
+    p.add_argument("--threads", type=int, default=os.cpu_count() or 2, help="ORT intra-op and torch threads")
     p.add_argument("--runs", type=int, default=30)
     p.add_argument("--quick", action="store_true", help="fewer runs, no live loop, no training throughput")
+    p.add_argument("--live-frames", type=int, default=300)
+    p.add_argument("--eval-data", type=Path, help="AV-COCO split to score fp32 vs int8-cpu on (CIoU@0.3)")
     p.add_argument("--json", type=Path, default=REPO / "benchmarks" / "results.json")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     runs = 10 if args.quick else args.runs
-    out: dict = {"machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-                             "torch": torch.__version__, "cuda": torch.cuda.is_available(),
-                             "onnxruntime_providers": avsl_edge.backends.available_providers()},
-                 "time": time.strftime("%Y-%m-%d %H:%M:%S")}
+    out: dict = {"machine": torch_side.machine(), "threads": args.threads,
+                 "time": time.strftime("%Y-%m-%d %H:%M:%S"), "runs": runs, "batch": 1}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
+        t0 = time.perf_counter()
         bundle = args.bundle or random_bundle(args.size, work)
-        size = avsl_edge.load_bundle(bundle).manifest.preprocessing.image_size
-        out["bundle"], out["image_size"] = str(bundle), size
+        if args.bundle is None:
+            out["export_s"] = round(time.perf_counter() - t0, 1)
+        b = avsl_edge.load_bundle(bundle)
+        size = b.manifest.preprocessing.image_size
+        variants = [v for v in ORT_VARIANTS if v in b.variants]
+        out["bundle"], out["image_size"], out["variants"] = str(bundle), size, variants
+        print(f"[bench] bundle {bundle} ({size} px, variants {variants}); measuring...", file=sys.stderr, flush=True)
 
         peak = torch_side.peak_gemm_flops()
         macs = torch_side.count_macs(size)
-        out["peak_gemm_gflops"] = peak / 1e9
-        out["macs_g"] = {k: v / 1e9 for k, v in macs.items()}
+        out["peak_gemm_gflops"] = round(peak / 1e9, 1)
+        out["macs_g"] = {k: round(v / 1e9, 4) for k, v in macs.items()}
+        out["image_bound_ms"] = 2 * macs["image"] / peak * 1000
 
-        rows = {"pytorch eager": {k: t.median_ms for k, t in torch_side.eager_stages(size, runs=runs).items()}}
-        frame, audio = synthetic_inputs(640, 480)
-        for variant in ("fp32", "int8"):
-            loc = avsl_edge.load(bundle, backend="onnxruntime", providers=["CPUExecutionProvider"], variant=variant,
-                                 intra_op_threads=args.threads)
-            rows[f"onnxruntime {variant}"] = stage_row(edge_benchmark(loc, frame, audio, 48000, runs, 3))
-            loc.close()
+        rows = {"pytorch eager": {"stages": {k: t.to_dict() for k, t in
+                                             torch_side.eager_stages(size, runs=runs).items()}}}
+        if torch.cuda.is_available():
+            rows["pytorch cuda"] = {"stages": {k: t.to_dict() for k, t in
+                                               torch_side.eager_stages(size, runs=runs, device="cuda").items()}}
+        rows.update(ort_rows(bundle, variants, args.threads, runs))
         out["stages_ms"] = rows
-
-        image_fp32 = rows["onnxruntime fp32"]["image"]
-        image_int8 = rows["onnxruntime int8"]["image"]
-        bound_ms = 2 * macs["image"] / peak * 1000
-        per_frame = sum(rows["onnxruntime fp32"][s] for s in ("preprocess", "image", "head", "postprocess"))
-        out["targets"] = {
-            "fp32 image / GEMM bound (<= 1.1)": image_fp32 / bound_ms,
-            "int8 speed-up over fp32 image (>= 2)": image_fp32 / image_int8,
-            "localize per frame / image net (<= 1.15)": per_frame / image_fp32,
-            "fp32 achieved / peak": bound_ms / image_fp32,
-        }
+        out["peak_gemm_gflops_after"] = round(torch_side.peak_gemm_flops(seconds=1.0) / 1e9, 1)
+        out["accuracy"] = int8_accuracy(bundle, args.eval_data)
         if not args.quick:
-            out["live"] = {v: live_loop(bundle, v, 150, work) for v in ("fp32", "int8")}
-            out["training_pairs_per_s"] = {name: torch_side.training_throughput(name, steps=2)
+            out["live"] = {v: live_loop(bundle, v, args.live_frames, work, args.threads)
+                           for v in ("fp32", "int8-cpu") if v in variants}
+            out["training_pairs_per_s"] = {name: torch_side.training_throughput(name, steps=2, batch=8)
                                            for name in ("cpu", "paper")}
+        out["targets"] = targets(out)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(out, indent=2, default=float) + "\n")
     print(report(out))
+    print(f"\n(JSON: {args.json})")
     return 0
 
 
 def report(out: dict) -> str:
-    lines = [f"# Benchmarks ({out['machine']['cpu']}, {out['machine']['cores']} cores, image {out['image_size']} px, "
-             f"{out['time']})", "",
-             f"Peak fp32 GEMM: {out['peak_gemm_gflops']:.0f} GFLOP/s; image net {out['macs_g']['image']:.2f} GMAC, "
-             f"audio net {out['macs_g']['audio']:.2f} GMAC -> image bound "
-             f"{2 * out['macs_g']['image'] / out['peak_gemm_gflops'] * 1000:.1f} ms", "",
-             "| backend | audio | preprocess | image | head | postprocess | overlay |", "|---|---:|---:|---:|---:|---:|---:|"]
+    m = out["machine"]
+    lines = [f"# Benchmarks: {m['cpu']}, {m['cores']} cores, {out['threads']} threads, image {out['image_size']} px, "
+             f"batch 1, {out['runs']} warm runs ({out['time']})", "",
+             f"Peak fp32 GEMM (torch.matmul 2048^2): {out['peak_gemm_gflops']:.0f} GFLOP/s (again after the "
+             f"stages: {out['peak_gemm_gflops_after']:.0f}); image net {out['macs_g']['image']:.3f} GMAC, audio net "
+             f"{out['macs_g']['audio']:.3f} GMAC -> image bound {out['image_bound_ms']:.2f} ms", "",
+             "median ms (p90)", "",
+             "| backend | " + " | ".join(STAGES) + " | per frame | end to end |",
+             "|---|" + "---:|" * (len(STAGES) + 2)]
     for name, row in out["stages_ms"].items():
-        cells = [f"{row[s]:.2f}" if s in row else "–" for s in ("audio", "preprocess", "image", "head", "postprocess",
-                                                               "overlay")]
+        st = row["stages"]
+        cells = [f"{st[s]['median_ms']:.2f} ({st[s]['p90_ms']:.2f})" if s in st else "–" for s in STAGES]
+        for k in ("per_frame_ms", "end_to_end_ms"):
+            cells.append(f"{row[k]['median_ms']:.2f} ({row[k]['p90_ms']:.2f})" if k in row else "–")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    lines += ["", "| target | value |", "|---|---:|"] + [f"| {k} | {v:.2f} |" for k, v in out["targets"].items()]
     for variant, live in out.get("live", {}).items():
         if "error" in live:
-            lines.append(f"\nlive {variant}: failed: {live['error']}")
+            lines.append(f"\nlive {variant}: FAILED: {live['error']}")
         else:
-            lines.append(f"\nlive {variant}: {json.dumps(live)[:400]}")
+            st = ", ".join(f"{k} {v['median']:.1f}" for k, v in live["stages_ms"].items() if v)
+            lines.append(f"\nlive {variant}: {live['fps']:.1f} FPS over {live['frames']} frames, latency median "
+                         f"{live['latency_ms']['median']:.1f} ms p90 {live['latency_ms']['p90']:.1f} ms, camera "
+                         f"dropped {live['camera_dropped']}; stages (median ms): {st}")
     if "training_pairs_per_s" in out:
-        lines.append("\ntraining (stage-one steps, pairs/s): " + ", ".join(
+        lines.append("\ntraining throughput (stage-one steps, batch 8 pairs + 8 negatives, pairs/s): " + ", ".join(
             f"{k} {v:.1f}" for k, v in out["training_pairs_per_s"].items()))
+    if "accuracy" in out:
+        lines.append(f"\naccuracy: {json.dumps(out['accuracy'])}")
+    lines += ["", "| target | value | goal | met | note |", "|---|---:|---|---|---|"]
+    for t in out["targets"]:
+        met = {True: "yes", False: "NO", None: "–"}[t["met"]]
+        lines.append(f"| {t['target']} | {t['value']} | {t['goal']} | {met} | {t['note']} |")
     return "\n".join(lines)
 
 

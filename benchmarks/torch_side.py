@@ -3,15 +3,39 @@ stage, and training throughput (pairs/s) of the presets."""
 
 from __future__ import annotations
 
+import os
 import time
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from benchmarks.timing import Timing, measure
+from avsl_edge.bench import Timing, measure
 from training.config import preset
 from training.model import AudioBranch, ImageBranch, ModelConfig, StageOne, StageTwo, global_score, \
     localization_loss_stage_one
+
+
+def machine() -> dict:
+    """CPU model, cores, ISA flags that matter (AVX-512, VNNI), library versions, GPU if any."""
+    import platform
+
+    import onnxruntime
+
+    cpu, flags = platform.processor() or platform.machine(), set()
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name") and cpu in ("", "x86_64", platform.machine()):
+                cpu = line.split(":", 1)[1].strip()
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(),
+            "isa": sorted(f for f in flags if f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")),
+            "python": platform.python_version(), "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
+            "onnxruntime_providers": onnxruntime.get_available_providers(),
+            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
 
 def count_macs(image_size: int = 224) -> dict[str, float]:
@@ -40,24 +64,25 @@ def peak_gemm_flops(n: int = 2048, seconds: float = 2.0) -> float:
 
 
 @torch.no_grad()
-def eager_stages(image_size: int = 224, warmup: int = 3, runs: int = 20) -> dict[str, Timing]:
-    """PyTorch eager, batch 1: audio (front-end + net), image net, head."""
-    model = StageTwo(ModelConfig()).eval()
-    frame = torch.randn(1, 3, image_size, image_size)
-    clip = torch.randn(1, 16000) * 0.1
-    dictionary = torch.randn(11, 512)
+def eager_stages(image_size: int = 224, warmup: int = 3, runs: int = 20, device: str = "cpu") -> dict[str, Timing]:
+    """PyTorch eager, batch 1: audio (front-end + net), image net, head (CUDA: synchronised)."""
+    model = StageTwo(ModelConfig()).eval().to(device)
+    frame = torch.randn(1, 3, image_size, image_size, device=device)
+    clip = torch.randn(1, 16000, device=device) * 0.1
+    dictionary = torch.randn(11, 512, device=device)
     v = model.image(frame)
     a = model.audio(clip)
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
 
     def head():
         loc = model.localization(v.v_emb, a.a_emb)
         model.class_aware(v.v_fea, dictionary, loc.av_map)
 
-    return {
-        "audio": measure(lambda: model.audio(clip), warmup, runs),
-        "image": measure(lambda: model.image(frame), warmup, runs),
-        "head": measure(head, warmup, runs),
-    }
+    def timed(fn):
+        return measure(lambda: (fn(), sync()), warmup, runs)
+
+    return {"audio": timed(lambda: model.audio(clip)), "image": timed(lambda: model.image(frame)),
+            "head": timed(head)}
 
 
 def training_throughput(preset_name: str, steps: int = 3, batch: int | None = None) -> float:

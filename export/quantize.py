@@ -211,11 +211,17 @@ class FeedReader(CalibrationDataReader):
 
 
 def to_int8(src: str | os.PathLike, dst: str | os.PathLike, calibration: Sequence[Mapping[str, np.ndarray]],
-            method: str = "minmax") -> Path:
+            method: str = "minmax", symmetric: bool = True) -> Path:
     """Explicit-QDQ int8 copy of ``src`` calibrated on ``calibration`` (a list of input feeds).
 
     ``quant_pre_process`` (shape inference + basic fusions) runs first, then ``quantize_static``
-    with QuantFormat.QDQ, per-channel symmetric int8 weights and symmetric int8 activations.
+    with QuantFormat.QDQ and per-channel symmetric int8 weights. Activations:
+
+    * ``symmetric=True`` (the ``int8`` variant, for TensorRT): int8 with zero point 0, float biases.
+    * ``symmetric=False`` (the ``int8-cpu`` variant, for ONNX Runtime's CPU EP): uint8 with a
+      calibrated zero point and int32 biases, the u8s8 form for which ONNX Runtime fuses every
+      DQ -> Conv -> Q into a QLinearConv (VNNI kernels on x86). With symmetric int8 activations
+      the CPU EP keeps about half of the convolutions in float.
     """
     if method not in CALIBRATION_METHODS:
         raise ValueError(f"calibration method must be one of {CALIBRATION_METHODS}, got {method!r}")
@@ -235,14 +241,15 @@ def to_int8(src: str | os.PathLike, dst: str | os.PathLike, calibration: Sequenc
             str(pre), str(dst), FeedReader(calibration),
             quant_format=QuantFormat.QDQ,
             per_channel=True,
-            activation_type=QuantType.QInt8,
+            activation_type=QuantType.QInt8 if symmetric else QuantType.QUInt8,
             weight_type=QuantType.QInt8,
             nodes_to_quantize=trunk_nodes(model),
             calibrate_method={"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
                               "entropy": CalibrationMethod.Entropy}[method],
             # zero points 0 and float biases: what TensorRT's explicit quantization takes (it has no
             # int32 DequantizeLinear); ONNX Runtime folds the float bias into QLinearConv all the same
-            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False},
+            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False}
+            if symmetric else {"ActivationSymmetric": False, "WeightSymmetric": True, "QuantizeBias": True},
         )
     try:
         return _save(onnx.load(str(dst)), dst)

@@ -15,7 +15,7 @@ onnxslim and checked with ``onnx.checker`` (full check):
 The dictionary is a graph INPUT (a fixed (K, 512) shape), stored in the bundle as dictionary.npy,
 so a re-clustered dictionary needs no re-export. Each graph must match PyTorch on real SynthMUSIC
 samples (ONNX Runtime CPU, max abs difference <= 1e-4 x max(1, |output|)) or the export fails.
-The fp16 and int8 variants (export/quantize.py) are then built, compared with fp32, timed on the
+The fp16, int8 (TensorRT) and int8-cpu (ONNX Runtime CPU) variants (export/quantize.py) are then built, compared with fp32, timed on the
 CPU, and (with evaluation data) scored on an AV-COCO split. The layout and the manifest are
 described in avsl_edge/bundle.py.
 """
@@ -69,7 +69,11 @@ VARIANT_DESCRIPTIONS = {
     "fp16": "half-precision weights and compute with float32 IO (onnxconverter-common, keep_io_types); "
             "the audio front end and the head stay float32",
     "int8": "explicit QDQ int8 (ONNX Runtime static quantization, per-channel symmetric weights, symmetric "
-            "activations) on the convolutional trunks; front end, audio MLP and head stay float32",
+            "activations, float biases: the form TensorRT builds) on the convolutional trunks; front end, audio "
+            "MLP and head stay float32",
+    "int8-cpu": "explicit QDQ int8 for ONNX Runtime's CPU EP (per-channel symmetric int8 weights, asymmetric uint8 "
+                "activations, int32 biases: every convolution becomes a u8s8 QLinearConv) on the convolutional "
+                "trunks; front end, audio MLP and head stay float32",
 }
 
 
@@ -306,7 +310,7 @@ def _run_metrics(ckpt: Path) -> dict | None:
 def export_run(model_path: str | os.PathLike, out_dir: str | os.PathLike,
                calibration_data: str | os.PathLike | None = None, *,
                eval_data: str | os.PathLike | None = None,
-               variants: Sequence[str] = ("fp16", "int8"),
+               variants: Sequence[str] = ("fp16", "int8", "int8-cpu"),
                calibration_size: int = 32,
                calibration_method: str = "minmax",
                evaluate: bool = True,
@@ -325,7 +329,7 @@ def export_run(model_path: str | os.PathLike, out_dir: str | os.PathLike,
     """
     bad = [v for v in variants if v not in B.VARIANTS or v == "fp32"]
     if bad:
-        raise ValueError(f"unknown variants {bad}; choose from fp16, int8 (fp32 is always exported)")
+        raise ValueError(f"unknown variants {bad}; choose from fp16, int8, int8-cpu (fp32 is always exported)")
     out_dir = Path(out_dir)
     _prepare_out(out_dir)
     run = load_run(model_path)
@@ -380,8 +384,8 @@ def export_run(model_path: str | os.PathLike, out_dir: str | os.PathLike,
                     name = B.GRAPH_IO[g][0][0]
                     arr = samples.waveforms if g == B.AUDIO else samples.images
                     quantize.to_int8(paths[g], dst, [{name: arr[i:i + 1]} for i in range(len(arr))],
-                                     calibration_method)
-                files[g] = B.GraphFile(f"{v}/{g}.onnx", v)
+                                     calibration_method, symmetric=v == "int8")
+                files[g] = B.GraphFile(f"{v}/{g}.onnx", "int8" if v == "int8-cpu" else v)
             files[B.HEAD] = B.GraphFile(f"fp32/{B.HEAD}.onnx", "fp32")
             variant_graphs[v] = files
             log(f"[export] {v}: audio and image graphs written")
@@ -498,7 +502,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--eval-data", type=Path,
                    help="AV-COCO folder to score every variant on (default: --calibration-data, "
                         "else <run>/data/test when present)")
-    p.add_argument("--variants", default="fp16,int8", help="comma-separated precision variants besides fp32")
+    p.add_argument("--variants", default="fp16,int8,int8-cpu", help="comma-separated precision variants besides fp32")
     p.add_argument("--calibration-size", type=int, default=32, help="calibration images (default 32)")
     p.add_argument("--calibration-method", choices=quantize.CALIBRATION_METHODS, default="minmax")
     p.add_argument("--no-eval", action="store_true", help="do not score the variants")

@@ -22,7 +22,7 @@ if __package__ in (None, ""):  # `python export/to_tensorrt.py`: make the reposi
 
 import argparse
 
-from avsl_edge.bundle import GRAPHS, VARIANTS, BundleError
+from avsl_edge.bundle import GRAPHS, TENSORRT_VARIANTS, BundleError
 from avsl_edge.tensorrt_engine import (BuildOptions, EngineBuildError, TensorRTUnavailable, build_bundle_engines,
                                        gpu_info, import_tensorrt)
 
@@ -31,7 +31,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python export/to_tensorrt.py", description=__doc__.split("\n\n")[0],
                                 epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--bundle", required=True, type=Path, help="a bundle folder (python export/to_onnx.py)")
-    p.add_argument("--variant", choices=VARIANTS, default="fp32", help="which ONNX variant to build (default fp32)")
+    p.add_argument("--variant", choices=TENSORRT_VARIANTS, default="fp32",
+                   help="which ONNX variant to build (default fp32; int8 is the symmetric QDQ form TensorRT takes, "
+                        "int8-cpu is for ONNX Runtime's CPU EP only)")
     p.add_argument("--graphs", default=",".join(GRAPHS), help=f"comma-separated subset of {','.join(GRAPHS)}")
     p.add_argument("--batch-min", type=int, default=1)
     p.add_argument("--batch-opt", type=int, default=1)

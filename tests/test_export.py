@@ -4,6 +4,8 @@ TensorRT, and the torch-free engine bookkeeping."""
 
 from __future__ import annotations
 
+import collections
+
 import dataclasses
 import importlib.util
 import json
@@ -92,8 +94,8 @@ def test_export_writes_a_verified_bundle(bundle_dir, run_dir):
     b = B.load_bundle(bundle_dir)  # checks the format version and every sha256
     m = b.manifest
     assert (bundle_dir / "manifest.json").is_file() and (bundle_dir / "dictionary.npy").is_file()
-    assert set(m.variants) == {"fp32", "fp16", "int8"}
-    for v in ("fp32", "fp16", "int8"):
+    assert set(m.variants) == {"fp32", "fp16", "int8", "int8-cpu"}
+    for v in ("fp32", "fp16", "int8", "int8-cpu"):
         for g in B.GRAPHS:
             assert b.graph_path(g, v).is_file()
     assert b.graph_path("head", "int8") == bundle_dir / "fp32" / "head.onnx"  # the head stays fp32
@@ -174,14 +176,14 @@ def test_onnx_pipeline_reproduces_the_pytorch_evaluation(bundle_dir, run_dir, sp
 # Tolerances vs fp32, relative to the output's RMS. Measured on this random-weight model:
 # fp16 ~1e-3, int8 ~5e-2 (per-tensor symmetric int8 activations dominate). A trained network is
 # better conditioned; the export's own report (manifest) gives the figures for a real run.
-RMS_TOLERANCE = {"fp16": 1e-2, "int8": 0.15}
+RMS_TOLERANCE = {"fp16": 1e-2, "int8": 0.15, "int8-cpu": 0.15}
 
 
 def _rms_rel(a: np.ndarray, ref: np.ndarray) -> float:
     return float(np.sqrt(np.mean((a - ref) ** 2)) / max(np.sqrt(np.mean(ref ** 2)), 1e-12))
 
 
-@pytest.mark.parametrize("variant", ["fp16", "int8"])
+@pytest.mark.parametrize("variant", ["fp16", "int8", "int8-cpu"])
 def test_precision_variants_run_in_onnxruntime_close_to_fp32(bundle_dir, samples, variant):
     b = B.load_bundle(bundle_dir)
     ref = OnnxRuntimeBackend(b, "fp32", [CPU_EP], 1, 1)(samples.images, samples.waveforms)
@@ -216,6 +218,32 @@ def test_fp16_graphs_are_half_precision_with_fp32_io_and_front_end(bundle_dir):
     types = {v.name: v.type.tensor_type.elem_type for v in onnx.shape_inference.infer_shapes(audio).graph.value_info}
     log = next(n for n in audio.graph.node if n.op_type == "Log")
     assert log.name in front and types[log.input[0]] == onnx.TensorProto.FLOAT
+
+
+def _ort_conv_kernels(path: Path, tmp_path: Path) -> collections.Counter:
+    """Convolution node types of the graph ONNX Runtime's CPU EP actually runs (after its fusions)."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    so.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(str(path), so, providers=[CPU_EP])
+    m = onnx.load(so.optimized_model_filepath)
+    return collections.Counter(n.op_type for n in m.graph.node if n.op_type in ("Conv", "QLinearConv"))
+
+
+def test_int8_cpu_graphs_run_every_convolution_in_int8_in_onnxruntime(bundle_dir, tmp_path):
+    b = B.load_bundle(bundle_dir)
+    image = _ort_conv_kernels(b.graph_path("image", "int8-cpu"), tmp_path)
+    assert image["QLinearConv"] >= 20 and image["Conv"] == 0, image  # u8s8: all fused
+    # the TensorRT form (symmetric int8 activations) leaves float convolutions on the CPU EP
+    assert _ort_conv_kernels(b.graph_path("image", "int8"), tmp_path)["Conv"] > 0
+    m = onnx.load(str(b.graph_path("image", "int8-cpu")))
+    inits = {t.name: t for t in m.graph.initializer}
+    acts = [n for n in m.graph.node if n.op_type == "QuantizeLinear"]
+    assert acts and all(onnx.numpy_helper.to_array(inits[n.input[2]]).dtype == np.uint8 for n in acts)
+    assert b.manifest.variants["int8-cpu"].graphs["image"].precision == "int8"
+    assert b.graph_path("head", "int8-cpu") == bundle_dir / "fp32" / "head.onnx"
 
 
 def test_int8_graphs_are_explicit_symmetric_qdq_with_per_channel_weights(bundle_dir):
