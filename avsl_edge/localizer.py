@@ -300,7 +300,10 @@ class Localizer:
         if not peak > 0:
             return None
         mask = (up > (self.rules.box_tau if tau is None else tau) * peak).astype(np.uint8)
-        n, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+        # 16-bit labels (half the label memory traffic, about twice as fast) whenever the component
+        # count cannot overflow them: fewer components than pixels
+        ltype = cv2.CV_16U if wh * ww < 65535 else cv2.CV_32S
+        n, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8, ltype=ltype)
         if n < 2:
             return None
         best = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))

@@ -63,6 +63,37 @@ def peak_gemm_flops(n: int = 2048, seconds: float = 2.0) -> float:
     return best
 
 
+def peak_gemm_flops_onnxruntime(n: int = 2048, threads: int = 0, seconds: float = 2.0) -> float:
+    """Best fp32 GEMM rate (FLOP/s) of ONNX Runtime's MatMul (MLAS) on this machine: the kernels
+    the fp32 image graph runs on (torch.matmul's BLAS may not use every ISA extension of the CPU)."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper
+
+    from avsl_edge.backends import ort_session
+
+    g = helper.make_graph([helper.make_node("MatMul", ["a", "b"], ["c"])], "gemm",
+                          [helper.make_tensor_value_info("a", TensorProto.FLOAT, [n, n]),
+                           helper.make_tensor_value_info("b", TensorProto.FLOAT, [n, n])],
+                          [helper.make_tensor_value_info("c", TensorProto.FLOAT, [n, n])])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 9
+    import tempfile
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "gemm.onnx")
+        onnx.save(model, path)
+        sess = ort_session(path, intra_op_threads=threads, inter_op_threads=1)
+    rng = np.random.default_rng(0)
+    feeds = {"a": rng.standard_normal((n, n), dtype=np.float32), "b": rng.standard_normal((n, n), dtype=np.float32)}
+    sess.run(None, feeds)
+    best, end = 0.0, time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        t0 = time.perf_counter()
+        sess.run(None, feeds)
+        best = max(best, 2 * n ** 3 / (time.perf_counter() - t0))
+    return best
+
+
 @torch.no_grad()
 def eager_stages(image_size: int = 224, warmup: int = 3, runs: int = 20, device: str = "cpu") -> dict[str, Timing]:
     """PyTorch eager, batch 1: audio (front-end + net), image net, head (CUDA: synchronised)."""
