@@ -50,11 +50,12 @@ def load(model: str | os.PathLike | None = None, backend: str = "auto", provider
         "onnxruntime" or "tensorrt".
     providers: ONNX Runtime execution providers, used as given (None: TensorRT EP, CUDA EP, CPU,
         as far as they work here).
-    variant: "fp32" (default), "fp16" or "int8".
+    variant: "fp32" (default), "fp16", "int8" (symmetric QDQ, the TensorRT form) or "int8-cpu" (uint8
+        activations: the fast one on a CPU with ONNX Runtime; bundles exported before it lack it).
     verify: check every file's sha256 against the manifest (a corrupt bundle is a BundleError).
     rules: overrides of :class:`Rules` (in_view_threshold, audio_gate_db, class_threshold, box_tau).
 
-    >>> loc = avsl_edge.load("runs/cpu/bundle", variant="int8", intra_op_threads=2)  # doctest: +SKIP
+    >>> loc = avsl_edge.load("runs/cpu/bundle", variant="int8-cpu", intra_op_threads=2)  # doctest: +SKIP
     """
     bundle = load_bundle(resolve_model(model), verify=verify)
     rule_set = Rules.from_postprocessing(bundle.manifest.postprocessing, **rules)
