@@ -32,7 +32,7 @@ from .tensorrt_engine import TensorRTUnavailable
 __version__ = "0.1.0"
 
 __all__ = [
-    "load", "localize", "Localizer", "Result", "Box", "AudioState", "Rules",
+    "load", "localize", "Localizer", "Result", "Box", "AudioState", "Rules", "Backend",
     "BundleError", "BackendError", "InputError", "AudioError", "ModelNotFoundError", "TensorRTUnavailable",
     "__version__",
 ]

@@ -383,13 +383,9 @@ class _CudaDriver:
     device buffers, copies). TensorRT's runtime shares the device's primary context."""
 
     def __init__(self, device: int = 0):
-        lib = None
-        for name in ("libcuda.so.1", "libcuda.so", "nvcuda.dll"):
-            try:
-                lib = ctypes.CDLL(name)
-                break
-            except OSError:
-                continue
+        from .tensorrt_engine import load_libcuda  # noqa: PLC0415 - torch-free, ctypes only
+
+        lib = load_libcuda()
         if lib is None:
             raise BackendError("no NVIDIA driver found (libcuda could not be loaded): the TensorRT backend "
                                "needs an NVIDIA GPU with its driver")

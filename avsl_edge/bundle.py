@@ -333,13 +333,14 @@ def write_manifest(root: str | os.PathLike, manifest: Manifest) -> Path:
     if missing:
         raise BundleError(f"{root}: the manifest references files that do not exist: {missing}")
     manifest.files = {rel: sha256_file(root / rel) for rel in bundle_files(root)}
-    text = json.dumps(manifest.to_dict(), indent=2, default=_json_default) + "\n"
+    text = json.dumps(manifest.to_dict(), indent=2, default=json_default) + "\n"
     with atomic_path(root / MANIFEST_NAME) as tmp:
         tmp.write_text(text)
     return root / MANIFEST_NAME
 
 
-def _json_default(o: Any) -> Any:
+def json_default(o: Any) -> Any:
+    """``json.dumps(default=...)`` for numpy scalars/arrays and paths."""
     if isinstance(o, np.generic):
         return o.item()
     if isinstance(o, np.ndarray):

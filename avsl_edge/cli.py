@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import math
 import sys
 import traceback
@@ -31,7 +32,7 @@ import numpy as np
 from .audio import SAMPLE_RATE, AudioError
 from .avcoco import AVCocoError
 from .backends import BACKENDS, BackendError
-from .bundle import VARIANTS, BundleError
+from .bundle import VARIANTS, BundleError, json_default
 from .localizer import InputError
 from .media import MediaError
 from .preprocess import PreprocessError
@@ -115,17 +116,7 @@ def _write_json(path: Path, data: Any) -> None:
     from .fileio import atomic_path  # noqa: PLC0415
 
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2, default=_json_default) + "\n")
-
-
-def _json_default(o: Any) -> Any:
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+        tmp.write_text(json.dumps(data, indent=2, default=json_default) + "\n")
 
 
 # --------------------------------------------------------------------------------------------
@@ -381,7 +372,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
     info = bundle_info(resolve_model(args.model), verify=not args.no_verify)
     if args.json:
-        print(json.dumps(info, indent=2, default=_json_default))
+        print(json.dumps(info, indent=2, default=json_default))
         return 0
     r = info["rules"]
     lines = [
@@ -462,6 +453,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `avsl-edge info --json | head`: the reader left, nothing is wrong
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except Exception:  # noqa: BLE001 - the last resort: a bug, reported with its traceback
         traceback.print_exc()
         print("internal error: please report it with the traceback above", file=sys.stderr)

@@ -103,16 +103,20 @@ class GpuInfo:
 _CU_ATTR_CC_MAJOR, _CU_ATTR_CC_MINOR = 75, 76  # CUdevice_attribute values (CUDA driver API)
 
 
+def load_libcuda() -> ctypes.CDLL | None:
+    """The NVIDIA driver library (libcuda / nvcuda), or None where there is no driver."""
+    for name in ("libcuda.so.1", "libcuda.so", "nvcuda.dll"):
+        try:
+            return ctypes.CDLL(name)
+        except OSError:
+            continue
+    return None
+
+
 def gpu_info(device: int = 0) -> GpuInfo:
     """Name and compute capability of CUDA device ``device``, read from the driver (libcuda) with
     ctypes: no CUDA Python package needed, and the same call works on Jetson."""
-    lib = None
-    for name in ("libcuda.so.1", "libcuda.so", "nvcuda.dll"):
-        try:
-            lib = ctypes.CDLL(name)
-            break
-        except OSError:
-            continue
+    lib = load_libcuda()
     if lib is None:
         raise TensorRTUnavailable("no NVIDIA driver found (libcuda could not be loaded): TensorRT engines "
                                   "need an NVIDIA GPU with its driver")
