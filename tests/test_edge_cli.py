@@ -107,7 +107,7 @@ def test_info(smoke_bundle, capsys):
     assert "accordion, banjo" in text and "(calibrated)" in text and "int8" in text and "CPUExecutionProvider" in text
     assert _cli("info", "--model", smoke_bundle, "--json", "--no-verify") == 0
     info = json.loads(capsys.readouterr().out)
-    assert info["calibrated"] and set(info["variants"]) == {"fp32", "fp16", "int8"}
+    assert info["calibrated"] and set(info["variants"]) == {"fp32", "fp16", "int8", "int8-cpu"}
     assert "CPUExecutionProvider" in info["providers_usable"]
 
 
