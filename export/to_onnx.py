@@ -34,8 +34,6 @@ import datetime
 import json
 import os
 import platform
-import shutil
-import tempfile
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -54,6 +52,7 @@ from avsl_edge.metrics import ClusterMatch
 from avsl_edge.preprocess import IMAGENET_MEAN, IMAGENET_STD, preprocess_frame
 from avsl_edge.backends import CPU_EP, OnnxRuntimeBackend
 from avsl_edge.bundle_eval import evaluate_bundle
+from avsl_edge.fileio import atomic_dir
 from export import quantize
 from export.calibrate import calibrate_bundle
 from training.checkpoint import CheckpointError, load_checkpoint
@@ -285,17 +284,6 @@ def _prepare_out(out_dir: Path) -> None:
             raise FileExistsError(f"{out_dir} is not empty and is not a bundle; choose another --out")
 
 
-def _install(tmp: Path, out_dir: Path) -> None:
-    if out_dir.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
-        old.rmdir()
-        out_dir.rename(old)
-        tmp.rename(out_dir)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        tmp.rename(out_dir)
-
-
 def _run_metrics(ckpt: Path) -> dict | None:
     """The run's eval.json (fp32 PyTorch evaluation) when the checkpoint sits in a run folder."""
     path = ckpt.parent / "eval.json"
@@ -346,9 +334,7 @@ def export_run(model_path: str | os.PathLike, out_dir: str | os.PathLike,
     x = torch.from_numpy(parity_samples.images)
     w = torch.from_numpy(parity_samples.waveforms)
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    try:
+    with atomic_dir(out_dir) as tmp:
         graphs = {B.AUDIO: AudioGraph(model).eval(), B.IMAGE: ImageGraph(model).eval(),
                   B.HEAD: HeadGraph(model, cfg.eval.softmax_scale).eval()}
         with torch.no_grad():
@@ -430,11 +416,6 @@ def export_run(model_path: str | os.PathLike, out_dir: str | os.PathLike,
                                                       **calibrate_bundle(bundle, threads=threads, log=log))
         B.write_manifest(tmp, manifest)
         B.load_bundle(tmp)  # verify what is about to be installed
-        os.chmod(tmp, 0o755)
-        _install(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     log(f"[export] bundle: {out_dir}")
     return out_dir
 

@@ -22,15 +22,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from avsl_edge.fileio import atomic_dir
 from training.data.classes import (
     CLASSES,
     CLUTTER,
@@ -294,8 +292,7 @@ def build(
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.exists() and any(out.iterdir()) and not force:
         raise AssetBuildError(f"{out} exists and is not empty (use --force to rebuild)")
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_dir(out) as tmp:
         (tmp / "audio").mkdir()
         (tmp / "sprites").mkdir()
         (tmp / "clutter").mkdir()
@@ -359,17 +356,6 @@ def build(
         _copy_license(SOUNDFONT_COPYRIGHT, tmp / "LICENSE-FluidR3_GM.txt", "fluid-soundfont-gm", "MIT")
         _copy_license(FONT_COPYRIGHT, tmp / "LICENSE-NotoColorEmoji.txt", "fonts-noto-color-emoji", "OFL-1.1")
         (tmp / "README.md").write_text(_README)
-        os.chmod(tmp, 0o755)
-        if out.exists():
-            old = out.with_name(f".{out.name}.old-{os.getpid()}")
-            out.rename(old)
-            tmp.rename(out)
-            shutil.rmtree(old)
-        else:
-            tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 

@@ -29,9 +29,7 @@ import argparse
 import colorsys
 import math
 import os
-import shutil
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from itertools import count
@@ -43,7 +41,7 @@ import numpy as np
 
 from avsl_edge.audio import save_audio
 from avsl_edge.avcoco import AVImage, AVObject, write_avcoco
-from avsl_edge.fileio import atomic_path
+from avsl_edge.fileio import atomic_dir, atomic_path
 from training.data.assets import Assets, load_assets
 from training.data.classes import CLASSES, MONOPHONIC
 
@@ -719,9 +717,7 @@ def write_split(
         synth = SynthMusic(SynthConfig(image_size=image_size))
     elif synth.config.image_size != image_size:
         raise ValueError(f"synth renders {synth.config.image_size}px images but image_size={image_size}")
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=root.parent))
-    try:
+    with atomic_dir(root) as tmp:
         (tmp / "frames").mkdir()
         (tmp / "audio").mkdir()
         images = []
@@ -744,18 +740,6 @@ def write_split(
                 log(f"{i + 1}/{n}")
         write_avcoco(tmp, CLASSES, images,
                      description=f"SynthMUSIC kinds={','.join(kinds)} n={n} seed={seed} size={image_size}")
-        os.chmod(tmp, 0o755)
-        if root.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{root.name}.old-", dir=root.parent))
-            old.rmdir()
-            root.rename(old)
-            tmp.rename(root)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(root)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return root
 
 
