@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
@@ -221,6 +221,21 @@ def resnet18_s5(in_channels: int) -> ResNet18S5:
     return ResNet18S5(in_channels)
 
 
+def _state_problems(
+    expected: Mapping[str, Tensor], state: Mapping[str, Tensor], optional: Callable[[str], bool]
+) -> tuple[list[str], list[str], list[str]]:
+    """(missing keys, unexpected keys, shape mismatches) of ``state`` against ``expected``; keys for
+    which ``optional`` is true may be missing."""
+    missing = sorted(k for k in expected if k not in state and not optional(k))
+    unexpected = sorted(k for k in state if k not in expected)
+    mismatched = sorted(
+        f"{k} {tuple(state[k].shape)} vs {tuple(expected[k].shape)}"
+        for k in state
+        if k in expected and state[k].shape != expected[k].shape
+    )
+    return missing, unexpected, mismatched
+
+
 def load_imagenet_weights(backbone: nn.Module, path: str | PathLike[str] | None) -> None:
     """Load a LOCAL torchvision resnet18 state dict (e.g. resnet18-f37072fd.pth) into ``backbone``.
 
@@ -252,14 +267,8 @@ def load_imagenet_weights(backbone: nn.Module, path: str | PathLike[str] | None)
     ):
         raise ValueError(f"{path}: not a state dict (a mapping of names to tensors); got {type(state).__name__}")
     state = {k: v for k, v in state.items() if not k.startswith("fc.")}
-    expected = backbone.state_dict()
-    missing = sorted(k for k in expected if k not in state and not k.endswith("num_batches_tracked"))
-    unexpected = sorted(k for k in state if k not in expected)
-    mismatched = sorted(
-        f"{k} {tuple(state[k].shape)} vs {tuple(expected[k].shape)}"
-        for k in state
-        if k in expected and state[k].shape != expected[k].shape
-    )
+    missing, unexpected, mismatched = _state_problems(
+        backbone.state_dict(), state, optional=lambda k: k.endswith("num_batches_tracked"))
     if missing or unexpected or mismatched:
         parts = []
         problems = (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", mismatched))
@@ -494,14 +503,8 @@ class StageOne(nn.Module):
 
 def _load_exact(module: nn.Module, state: Mapping[str, Tensor], what: str, allow_missing: str = "") -> None:
     """load_state_dict with a readable error. Keys under ``allow_missing`` may be absent."""
-    expected = module.state_dict()
-    missing = sorted(k for k in expected if k not in state and not (allow_missing and k.startswith(allow_missing)))
-    unexpected = sorted(k for k in state if k not in expected)
-    mismatched = sorted(
-        f"{k} {tuple(state[k].shape)} vs {tuple(expected[k].shape)}"
-        for k in state
-        if k in expected and state[k].shape != expected[k].shape
-    )
+    missing, unexpected, mismatched = _state_problems(
+        module.state_dict(), state, optional=lambda k: bool(allow_missing) and k.startswith(allow_missing))
     if missing or unexpected or mismatched:
         raise ValueError(
             f"{what}: state dict does not match (missing {missing[:4]}{'...' if len(missing) > 4 else ''}, "
