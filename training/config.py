@@ -94,8 +94,9 @@ class RunConfig:
 
 
 def preset(name: str) -> RunConfig:
-    """``paper``: 224 px, method.md defaults (for a GPU). ``cpu``: a useful model on 2 CPU cores in
-    under 45 minutes. ``smoke``: everything end to end in a couple of minutes (CI)."""
+    """``paper``: 224 px, method.md defaults (for a GPU). ``cpu``: sized for about 45 minutes on 2
+    CPU cores (from scratch at 96 px it does not localize well yet: README, Results so far).
+    ``smoke``: everything end to end in a couple of minutes (CI)."""
     if name == "paper":
         return RunConfig(preset="paper", out="runs/paper")
     if name == "cpu":
