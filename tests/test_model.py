@@ -297,6 +297,18 @@ def test_reset_classifiers_and_parameter_split():
     assert len(main) + len(cls) == len(list(model.parameters()))
 
 
+def test_reset_with_the_same_k_reinitialises_in_place():
+    """Each classification round resets the classifiers; a DDP wrapper made before must keep
+    synchronising them, so the parameters stay the same objects with fresh values."""
+    model = StageOne()
+    weight = model.image.classifier.weight
+    with torch.no_grad():
+        weight.fill_(1.0)
+    model.reset_classifiers()
+    assert model.image.classifier.weight is weight
+    assert abs(weight.std().item() - 0.01) < 0.001 and torch.all(model.image.classifier.bias == 0)
+
+
 def test_fusion_weight_starts_at_five_and_cosine_map():
     head = LocalizationHead()
     assert head.fusion.weight.item() == 5.0 and head.fusion.bias is None

@@ -288,14 +288,23 @@ def _new_classifier(num_classes: int) -> nn.Linear:
     """Linear(512, K) with weight ~ N(0, 0.01) and zero bias (§3.1, §3.4)."""
     if num_classes < 1:
         raise ValueError(f"number of classes must be >= 1, got {num_classes}")
-    layer = nn.Linear(FEATURE_DIM, num_classes)
+    return _init_classifier(nn.Linear(FEATURE_DIM, num_classes))
+
+
+def _init_classifier(layer: nn.Linear) -> nn.Linear:
     nn.init.normal_(layer.weight, mean=0.0, std=0.01)
     nn.init.zeros_(layer.bias)
     return layer
 
 
 def _replace_classifier(old: nn.Linear, num_classes: int | None) -> nn.Linear:
-    new = _new_classifier(old.out_features if num_classes is None else num_classes)
+    """Fresh N(0, 0.01) / 0 class weights. With K unchanged the old layer is re-initialised in
+    place, so a DistributedDataParallel wrapper keeps synchronising its gradients and optimisers
+    keep their references; a new K needs a new layer (and a new DDP wrapper)."""
+    if num_classes is None or num_classes == old.out_features:
+        with torch.no_grad():
+            return _init_classifier(old)
+    new = _new_classifier(num_classes)
     return new.to(device=old.weight.device, dtype=old.weight.dtype)
 
 
@@ -496,7 +505,8 @@ class StageOne(nn.Module):
         return [p for p in self.parameters() if id(p) not in skip]
 
     def reset_classifiers(self, num_classes: int | None = None) -> None:
-        """Re-create both class layers (§3.4). Any optimiser over the old ones must be rebuilt."""
+        """Fresh class layers (§3.4): re-initialised in place while K is unchanged (see
+        _replace_classifier); build a new optimiser over them either way."""
         self.image.reset_classifier(num_classes)
         self.audio.reset_classifier(num_classes)
 
