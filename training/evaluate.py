@@ -11,6 +11,7 @@ and prints the table with the uniform and centred-Gaussian baselines beside the 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -73,11 +74,13 @@ def load_model(path: Path, device: torch.device) -> tuple[StageTwo, dict]:
 
 
 def evaluate(checkpoint: Path, data: Path, eval_cfg: EvalConfig | None = None, device: str = "cpu",
-             progress: bool = True) -> dict:
+             progress: bool = True, overrides: dict | None = None) -> dict:
+    """The table for ``checkpoint`` on ``data``: thresholds from ``eval_cfg`` (default: the run's
+    own), with ``overrides`` (field -> value) on top."""
     dev = torch.device(device)
     model, ck = load_model(checkpoint, dev)
     cfg = from_dict(ck["config"])
-    eval_cfg = eval_cfg or cfg.eval
+    eval_cfg = dataclasses.replace(eval_cfg or cfg.eval, **(overrides or {}))
     coco = load_avcoco(data)
     if not coco.images:
         raise AVCocoError(f"{data}: the data folder has no images")
@@ -105,10 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     ckpt = args.checkpoint / "model.pt" if args.checkpoint.is_dir() else args.checkpoint
     try:
-        base = from_dict(load_checkpoint(ckpt, "stage_two")["config"]).eval
         overrides = {f: getattr(args, f) for f in EvalConfig.__dataclass_fields__ if getattr(args, f) is not None}
-        eval_cfg = EvalConfig(**{**base.__dict__, **overrides})
-        table = evaluate(ckpt, args.data, eval_cfg, args.device)
+        table = evaluate(ckpt, args.data, device=args.device, overrides=overrides)
     except (CheckpointError, AVCocoError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
