@@ -26,6 +26,7 @@ from training.model import (
     dilate_mask,
     global_score,
     load_imagenet_weights,
+    localization_loss_all_pairs,
     localization_loss_stage_one,
     mel_filterbank,
     object_features,
@@ -394,6 +395,19 @@ def test_object_features_divides_by_all_positions():
         object_features(v_fea, torch.zeros(2, 1, 4, 4))
 
 
+def test_relative_object_mask_follows_each_maps_own_peak():
+    av_map = torch.full((2, 1, 5, 5), 0.3)
+    av_map[0, 0, 2, 2] = 0.9   # peak 0.9: only it is > 0.45 -> 5 cells after dilation
+    av_map[1] = 0.2
+    av_map[1, 0, 0, 0] = 0.25  # a weak peak: 0.2 > 0.125 everywhere, so the whole map is on
+    v_fea = torch.ones(2, 1, 5, 5)
+    feats = object_features(v_fea, av_map, relative=0.5)
+    # map 0: threshold 0.45 -> the peak, dilated to 5 cells; map 1: threshold 0.125 -> all 25 cells
+    torch.testing.assert_close(feats, torch.tensor([[5 / 25], [25 / 25]]))
+    # the absolute 0.05 of the original lights everything on both maps
+    torch.testing.assert_close(object_features(v_fea, av_map), torch.ones(2, 1))
+
+
 # --------------------------------------------------------------------------------------------- stage two
 
 
@@ -477,6 +491,31 @@ def test_stage_one_loss_values_and_logit_form():
     assert localization_loss_stage_one(scores, labels).item() == pytest.approx(expected, rel=1e-6)
     logits = torch.logit(scores)
     assert localization_loss_stage_one(logits, labels, from_logits=True).item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_all_pairs_forward_is_every_clip_against_every_image():
+    model = StageOne(ModelConfig()).eval()
+    images, waves = torch.randn(3, 3, 64, 64), torch.randn(3, 16000) * 0.1
+    with torch.no_grad():
+        pairs = model(images, waves, all_pairs=True)
+        single = model(images, waves)  # one clip per image: the diagonal
+    assert pairs.shape == (3, 3, 4, 4)
+    torch.testing.assert_close(pairs[torch.arange(3), torch.arange(3)], single.av_logits[:, 0], rtol=1e-4, atol=1e-5)
+    with torch.no_grad():
+        other = model(images[2:3], waves[0:1])  # clip 0 on image 2
+    torch.testing.assert_close(pairs[0, 2], other.av_logits[0, 0], rtol=1e-4, atol=1e-5)
+
+
+def test_all_pairs_loss_balances_positives_and_negatives():
+    positive = torch.eye(3, dtype=torch.bool)
+    assert localization_loss_all_pairs(torch.zeros(3, 3), positive).item() == pytest.approx(math.log(2), rel=1e-6)
+    logits = torch.where(positive, torch.tensor(math.log(9.0)), torch.tensor(-math.log(3.0)))  # p = 0.9 / 0.25
+    expected = 0.5 * (-math.log(0.9) - math.log(0.75))  # not 1/3 : 2/3 weighted by counts
+    assert localization_loss_all_pairs(logits, positive).item() == pytest.approx(expected, rel=1e-5)
+    with pytest.raises(ValueError, match="at least one positive and one negative"):
+        localization_loss_all_pairs(torch.zeros(1, 1), torch.eye(1, dtype=torch.bool))
+    with pytest.raises(ValueError, match="same"):
+        localization_loss_all_pairs(torch.zeros(3, 2), positive)
 
 
 def test_losses_stay_finite_when_the_sigmoid_saturates():

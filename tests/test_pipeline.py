@@ -117,13 +117,14 @@ def test_evaluate_refuses_data_with_classes_the_model_does_not_know(smoke_run: P
 
 @pytest.mark.slow
 def test_torchrun_two_gloo_processes(tmp_path: Path):
-    """DistributedDataParallel on CPU: 2 processes, gloo, K-means on gathered features."""
+    """DistributedDataParallel on CPU: 2 processes, gloo, K-means on gathered features (with the
+    original one-negative-per-clip objective; the smoke preset itself trains with all_pairs)."""
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29533",
            "-m", "training.pipeline", *SMALL, "--out", str(out), "--data.train_scenes", "48",
            "--data.stage_two_scenes", "32", "--data.test_per_kind", "4", "--stage_one.batch_size", "8",
-           "--stage_two.batch_size", "8"]
+           "--stage_two.batch_size", "8", "--stage_one.objective", "pairs"]  # the paper's pairs objective under DDP
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "2 process(es)" in proc.stdout

@@ -45,7 +45,9 @@ class StageOneConfig:
     class_epochs: int = 3          # fixed, as the code (S4)
     class_lr: float = 1e-3
     class_plateau_stop: bool = False  # S4 option: stop a classification phase when accuracy saturates
+    objective: str = "pairs"       # pairs: §3.2 (one negative per clip); all_pairs: every clip vs every image of the batch
     mask_threshold: float = 0.05
+    mask_relative: float = 0.0     # > 0: object mask = av_map > this x the map's max (deviation; 0 = absolute, §3.3)
     kmeans_n_init: int = 10
     kmeans_max_iter: int = 300
     eval_transforms_for_features: bool = True  # B4 fix: deterministic frames/transforms for clustering
@@ -95,19 +97,21 @@ class RunConfig:
 
 def preset(name: str) -> RunConfig:
     """``paper``: 224 px, method.md defaults (for a GPU). ``cpu``: sized for about 45 minutes on 2
-    CPU cores (from scratch at 96 px it does not localize well yet: README, Results so far).
+    CPU cores (README, Results so far).
     ``smoke``: everything end to end in a couple of minutes (CI)."""
     if name == "paper":
         return RunConfig(preset="paper", out="runs/paper")
     if name == "cpu":
-        # From scratch on 2 cores: 96 px frames (6x6 maps), a higher learning rate, and clustering
-        # only once the localization has something to show (init_num 4, then a round every epoch).
+        # From scratch on 2 cores: 96 px frames (6x6 maps), a higher learning rate, the all_pairs
+        # objective (with the original one negative per clip, a scratch net stays at chance for
+        # hundreds of steps and then lights a fixed corner), a relative object mask, and
+        # clustering only once the localization has something to show (init_num 5).
         return RunConfig(
             preset="cpu", out="runs/cpu",
             data=DataConfig(image_size=96, train_scenes=2048, val_scenes=192, stage_two_scenes=1024,
                             test_per_kind=200),
-            stage_one=StageOneConfig(epochs=10, batch_size=32, lr=1e-3, init_num=4, class_epochs=1,
-                                     kmeans_n_init=4),
+            stage_one=StageOneConfig(epochs=10, batch_size=48, lr=1e-3, init_num=5, class_epochs=1,
+                                     kmeans_n_init=4, objective="all_pairs", mask_relative=0.5),
             stage_two=StageTwoConfig(epochs=2, batch_size=32, lr=3e-4),
         )
     if name == "smoke":
@@ -115,7 +119,8 @@ def preset(name: str) -> RunConfig:
             preset="smoke", out="runs/smoke",
             data=DataConfig(image_size=64, train_scenes=96, val_scenes=32, stage_two_scenes=64,
                             test_per_kind=12),
-            stage_one=StageOneConfig(epochs=2, batch_size=16, lr=3e-4, class_epochs=1, kmeans_n_init=2),
+            stage_one=StageOneConfig(epochs=2, batch_size=16, lr=3e-4, class_epochs=1, kmeans_n_init=2,
+                                     objective="all_pairs", mask_relative=0.5),
             stage_two=StageTwoConfig(epochs=1, batch_size=16, lr=3e-4),
             eval=EvalConfig(figure_examples=4),
         )

@@ -488,8 +488,17 @@ class StageOne(nn.Module):
         self.audio = AudioBranch(self.config)
         self.localization = LocalizationHead(self.config.fusion_init)
 
-    def forward(self, image: Tensor, waveform: Tensor) -> StageOneOutput:
-        """``waveform`` has one clip per image, or one per interleaved pair (see :func:`paired_audio`)."""
+    def forward(self, image: Tensor, waveform: Tensor, all_pairs: bool = False) -> StageOneOutput | Tensor:
+        """``waveform`` has one clip per image, or one per interleaved pair (see :func:`paired_audio`).
+
+        ``all_pairs=True`` (the ``all_pairs`` objective; one clip per image): instead, the
+        (A, I, h, w) av logits of every clip against every image, ``w * cos`` (see
+        :func:`localization_loss_all_pairs`). It is a forward mode, not a helper, so DDP sees it."""
+        if all_pairs:
+            v = F.normalize(self.image(image).v_emb, dim=1, eps=1e-12)
+            a = F.normalize(self.audio(waveform).a_emb, dim=1, eps=1e-12)
+            cos = torch.einsum("ac,ichw->aihw", a, v)
+            return self.localization.fusion.weight.reshape(()) * cos
         v = self.image(image)
         a = paired_audio(self.audio, waveform, image.shape[0])
         loc = self.localization(v.v_emb, a.a_emb)
@@ -637,14 +646,18 @@ def dilate_mask(mask: Tensor) -> Tensor:
     return ((mask + spread) > 0).to(torch.float32)
 
 
-def object_features(v_fea: Tensor, av_map: Tensor, threshold: float = 0.05) -> Tensor:
+def object_features(v_fea: Tensor, av_map: Tensor, threshold: float = 0.05, relative: float = 0.0) -> Tensor:
     """Object feature per sample (§3.3): sum(v_fea * dilate(av_map > thr)) / (h*w) -> (B, 512).
 
     Faithful to the original (B13): the absolute threshold is applied to the sigmoid map; the border
     quirk of dilate_mask is kept; the divisor is every position h*w (196 at 14x14), NOT the mask area.
+    ``relative > 0`` (a documented deviation) thresholds each map at ``relative * its max`` instead:
+    the absolute 0.05 only isolates the object once the background has been pushed near 0.
     """
     if av_map.dim() != 4 or av_map.shape[1] != 1 or av_map.shape[2:] != v_fea.shape[2:]:
         raise ValueError(f"av_map {tuple(av_map.shape)} must be (B, 1, h, w) matching v_fea {tuple(v_fea.shape)}")
+    if relative > 0:
+        threshold = relative * torch.amax(av_map, dim=(1, 2, 3), keepdim=True)
     mask = dilate_mask(av_map > threshold).to(v_fea.dtype)
     return (v_fea * mask).mean(dim=(2, 3))
 
@@ -672,6 +685,22 @@ def localization_loss_stage_one(av_score: Tensor, labels: Tensor, *, from_logits
     if av_score.shape != labels.shape:
         raise ValueError(f"av_score {tuple(av_score.shape)} and labels {tuple(labels.shape)} must have the same shape")
     return _bce(av_score, labels, from_logits)
+
+
+def localization_loss_all_pairs(pair_logits: Tensor, positive: Tensor) -> Tensor:
+    """Balanced BCE over every (clip, image) pair of a batch (the ``all_pairs`` objective, a
+    documented deviation from §3.2): ``pair_logits`` (A, I) are the global-max av logits of clip a
+    on image i, ``positive`` (A, I) marks the clip's own image. The mean over positives and the
+    mean over negatives are weighted 1/2 each, as the original's interleaved 1:1 batch; a batch of
+    B scenes gives B(B-1) negatives for the price of B images instead of one."""
+    if pair_logits.shape != positive.shape or pair_logits.dim() != 2:
+        raise ValueError(f"pair_logits {tuple(pair_logits.shape)} and positive {tuple(positive.shape)} must be the same (A, I)")
+    positive = positive.bool()
+    if not positive.any() or positive.all():
+        raise ValueError("all-pairs loss needs at least one positive and one negative pair")
+    with torch.autocast(device_type=pair_logits.device.type, enabled=False):
+        loss = F.binary_cross_entropy_with_logits(pair_logits.float(), positive.float(), reduction="none")
+    return 0.5 * (loss[positive].mean() + loss[~positive].mean())
 
 
 def stage_two_losses(

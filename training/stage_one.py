@@ -31,7 +31,8 @@ from training.checkpoint import load_checkpoint, save_checkpoint
 from training.config import RunConfig, to_dict
 from training.data.classes import CLASSES
 from training.metrics_log import MetricsLog
-from training.model import StageOne, global_score, load_imagenet_weights, localization_loss_stage_one, object_features
+from training.model import (StageOne, global_score, load_imagenet_weights, localization_loss_all_pairs,
+                            localization_loss_stage_one, object_features)
 
 
 @dataclass
@@ -76,6 +77,17 @@ def location_epoch(model, opt, data: StageOneData, cfg: RunConfig, epoch: int, d
     bar = tqdm(range(steps), desc=f"stage1 e{epoch} location", unit="step", disable=not progress)
     for step in bar:
         idx = order[step * bs:(step + 1) * bs]
+        if cfg.stage_one.objective == "all_pairs":
+            loss, acc = _all_pairs_step(model, data, idx, cfg, gen, device)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            tot_loss += loss.item()
+            tot_acc += acc
+            bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{acc:.2f}")
+            if d.is_main:
+                log.write(phase="stage1_location", epoch=epoch, step=step, loss=loss.item(), acc=acc)
+            continue
         neg = negatives(n, len(idx), gen, data.train.labels if cfg.data.neg_different_class else None, idx)
         s = cfg.data.image_size
         pos_img = augment(data.train.images[idx], s, gen) if cfg.data.augment else eval_transform(data.train.images[idx], s)
@@ -95,6 +107,20 @@ def location_epoch(model, opt, data: StageOneData, cfg: RunConfig, epoch: int, d
         if d.is_main:
             log.write(phase="stage1_location", epoch=epoch, step=step, loss=loss.item(), acc=acc)
     return {"loss": du.mean_scalar(tot_loss / steps, d, device), "acc": du.mean_scalar(tot_acc / steps, d, device)}
+
+
+def _all_pairs_step(model, data: StageOneData, idx: torch.Tensor, cfg: RunConfig, gen: torch.Generator,
+                    device: torch.device) -> tuple[torch.Tensor, float]:
+    """The ``all_pairs`` objective: B scenes, every clip scored against every image (global max of
+    its av logits); a clip's own image is its positive, the B-1 others its negatives. Returns the
+    loss and the balanced accuracy (mean of positive and negative accuracy)."""
+    s = cfg.data.image_size
+    images = augment(data.train.images[idx], s, gen) if cfg.data.augment else eval_transform(data.train.images[idx], s)
+    logits = model(images.to(device), data.train.audio[idx].to(device), all_pairs=True).amax(dim=(2, 3))
+    positive = torch.eye(len(idx), dtype=torch.bool, device=device)
+    loss = localization_loss_all_pairs(logits, positive)
+    hit = ((logits.detach() >= 0) == positive).float()
+    return loss, 0.5 * (hit[positive].mean().item() + hit[~positive].mean().item())
 
 
 @torch.no_grad()
@@ -133,7 +159,8 @@ def extract_features(model, bank: SceneBank, cfg: RunConfig, d: du.Dist, device:
         else:
             images = augment(bank.images[idx], cfg.data.image_size, gen)
         out = net(images.to(device), bank.audio[idx].to(device))
-        feats.append(object_features(out.v_fea, out.av_map, cfg.stage_one.mask_threshold).cpu())
+        feats.append(object_features(out.v_fea, out.av_map, cfg.stage_one.mask_threshold,
+                                     cfg.stage_one.mask_relative).cpu())
     local = torch.cat(feats) if feats else torch.zeros((0, 512))
     return du.all_gather_rows(local.to(device), len(bank), d).cpu()
 
@@ -244,6 +271,10 @@ def train(cfg: RunConfig, run_dir: Path, d: du.Dist, device: torch.device, log: 
     if cfg.model.num_clusters < len(CLASSES):
         raise ValueError(f"K = {cfg.model.num_clusters} clusters is smaller than the {len(CLASSES)} classes; "
                          f"every class needs at least one cluster (--model.num_clusters >= {len(CLASSES)})")
+    if cfg.stage_one.objective not in ("pairs", "all_pairs"):
+        raise ValueError(f"--stage_one.objective must be 'pairs' or 'all_pairs', got {cfg.stage_one.objective!r}")
+    if not 0.0 <= cfg.stage_one.mask_relative < 1.0:
+        raise ValueError(f"--stage_one.mask_relative must be in [0, 1), got {cfg.stage_one.mask_relative}")
     t0 = time.time()
     data = load_data(cfg, d, progress and d.is_main)
     model = build_model(cfg).to(device)
