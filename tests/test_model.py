@@ -506,6 +506,17 @@ def test_all_pairs_forward_is_every_clip_against_every_image():
     torch.testing.assert_close(pairs[0, 2], other.av_logits[0, 0], rtol=1e-4, atol=1e-5)
 
 
+def test_stage_two_all_pairs_outputs_match_the_per_image_forward():
+    model = StageTwo(ModelConfig(num_clusters=5)).eval()
+    images, waves, dictionary = torch.randn(3, 3, 64, 64), torch.randn(3, 16000) * 0.1, torch.randn(5, 512)
+    with torch.no_grad():
+        own, pairs = model(images, waves, dictionary, all_pairs=True)
+        single = model(images, waves, dictionary)
+    assert pairs.shape == (3, 3, 4, 4)
+    for a, b in zip(own, single):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
 def test_all_pairs_loss_balances_positives_and_negatives():
     positive = torch.eye(3, dtype=torch.bool)
     assert localization_loss_all_pairs(torch.zeros(3, 3), positive).item() == pytest.approx(math.log(2), rel=1e-6)

@@ -61,6 +61,8 @@ class StageTwoConfig:
     lr: float = 1e-4
     weight_decay: float = 1e-4
     loc_weight: float = 0.5        # total = KL + loc_weight * 0.5 * (BCE_pos + BCE_neg)
+    objective: str = "pairs"       # pairs: §4.4 (a random other mosaic's quadrants are the negatives);
+                                   # all_pairs: every other mosaic of the batch is a clip's negative
     temperature: float = 1.0       # teacher softmax temperature
     gate_warmup_epochs: int = 0    # epochs without av gating first (code comment's suggestion; default 0)
     round: int = -1                # stage-one clustering round used for teacher + dictionary (-1 = last)
@@ -112,7 +114,7 @@ def preset(name: str) -> RunConfig:
                             test_per_kind=200),
             stage_one=StageOneConfig(epochs=10, batch_size=48, lr=1e-3, init_num=5, class_epochs=1,
                                      kmeans_n_init=4, objective="all_pairs", mask_relative=0.5),
-            stage_two=StageTwoConfig(epochs=2, batch_size=32, lr=3e-4),
+            stage_two=StageTwoConfig(epochs=2, batch_size=32, lr=3e-4, objective="all_pairs"),
         )
     if name == "smoke":
         return RunConfig(
@@ -121,7 +123,7 @@ def preset(name: str) -> RunConfig:
                             test_per_kind=12),
             stage_one=StageOneConfig(epochs=2, batch_size=16, lr=3e-4, class_epochs=1, kmeans_n_init=2,
                                      objective="all_pairs", mask_relative=0.5),
-            stage_two=StageTwoConfig(epochs=1, batch_size=16, lr=3e-4),
+            stage_two=StageTwoConfig(epochs=1, batch_size=16, lr=3e-4, objective="all_pairs"),
             eval=EvalConfig(figure_examples=4),
         )
     raise ValueError(f"unknown preset {name!r}; choose one of: smoke, cpu, paper")

@@ -567,9 +567,22 @@ class StageTwo(nn.Module):
         _load_exact(model, state_dict, "StageTwo.from_stage_one", allow_missing="class_aware.")
         return model
 
-    def forward(self, image: Tensor, waveform: Tensor, dictionary: Tensor) -> StageTwoOutput:
-        """``waveform`` has one clip per image, or one per interleaved pair (see :func:`paired_audio`)."""
+    def forward(self, image: Tensor, waveform: Tensor, dictionary: Tensor,
+                all_pairs: bool = False) -> StageTwoOutput | tuple[StageTwoOutput, Tensor]:
+        """``waveform`` has one clip per image, or one per interleaved pair (see :func:`paired_audio`).
+
+        ``all_pairs=True`` (one clip per image): also the (A, I, h, w) av logits of every clip on
+        every image, as ``StageOne(..., all_pairs=True)``; the outputs are each clip on its own image."""
         v = self.image(image)
+        if all_pairs:
+            a = self.audio(waveform)
+            cos = torch.einsum("ac,ichw->aihw", F.normalize(a.a_emb, dim=1, eps=1e-12),
+                               F.normalize(v.v_emb, dim=1, eps=1e-12))
+            pairs = self.localization.fusion.weight.reshape(()) * cos
+            own = pairs[torch.arange(len(pairs)), torch.arange(len(pairs))].unsqueeze(1)  # (B, 1, h, w)
+            av_map = torch.sigmoid(own)
+            obj = self.class_aware(v.v_fea, dictionary, av_map)
+            return StageTwoOutput(av_map, obj.class_maps, obj.sounding_objects, a.a_logits, own), pairs
         a = paired_audio(self.audio, waveform, image.shape[0])
         loc = self.localization(v.v_emb, a.a_emb)
         obj = self.class_aware(v.v_fea, dictionary, loc.av_map)

@@ -3,7 +3,8 @@
 The student starts from a stage-one round's weights; the frozen audio teacher and the object
 dictionary come from the SAME clustering round (the B8 fix: the round id is checked). Loss per
 method.md 4.4: KL(p_a || softmax(GAP(M))) on positives + 0.5 * 0.5 * (BCE of the positive global
-max, BCE of the four negative quadrant maxima).
+max, BCE of the four negative quadrant maxima). With ``objective = "all_pairs"`` (a documented
+deviation) every other mosaic of the batch, not one random one, gives a clip its negative quadrants.
 """
 
 from __future__ import annotations
@@ -52,22 +53,31 @@ def _epoch(student, teacher, dictionary, bank: SceneBank, cfg: RunConfig, epoch:
     bar = tqdm(range(steps), desc=f"stage2 {phase} e{epoch}", unit="step", disable=not progress)
     for step in bar:
         idx = order[step * bs:(step + 1) * bs]
-        neg = negatives(n, len(idx), gen, index=idx)
         tf = (lambda x: augment(x, s, gen, crop=False)) if cfg.data.augment else (lambda x: eval_transform(x, s))
-        images = torch.stack([tf(bank.images[idx]), tf(bank.images[neg])], 1).flatten(0, 1).to(device)
         wave = bank.audio[idx].to(device)
-        out = student(images, wave, dictionary)  # one clip per pair
         p_a = teacher(wave)
-        losses = stage_two_losses(global_score(out.av_logits[0::2]), quadrant_scores(out.av_logits[1::2]),
-                                  out.sounding_objects[0::2], p_a, cfg.stage_two.loc_weight, from_logits=True)
+        if cfg.stage_two.objective == "all_pairs":
+            if len(idx) < 2:
+                raise ValueError("--stage_two.objective all_pairs needs at least 2 mosaics per batch")
+            pos, pairs = student(tf(bank.images[idx]).to(device), wave, dictionary, all_pairs=True)
+            off = ~torch.eye(len(idx), dtype=torch.bool, device=device)
+            pos_logits, neg_q = global_score(pos.av_logits), quadrant_scores(pairs[off].unsqueeze(1))
+            sounding = pos.sounding_objects  # every other mosaic of the batch gives 4 negative quadrants
+        else:
+            neg = negatives(n, len(idx), gen, index=idx)
+            images = torch.stack([tf(bank.images[idx]), tf(bank.images[neg])], 1).flatten(0, 1).to(device)
+            out = student(images, wave, dictionary)  # one clip per pair
+            pos_logits, neg_q = global_score(out.av_logits[0::2]), quadrant_scores(out.av_logits[1::2])
+            sounding = out.sounding_objects[0::2]
+        losses = stage_two_losses(pos_logits, neg_q, sounding, p_a, cfg.stage_two.loc_weight, from_logits=True)
         opt.zero_grad(set_to_none=True)
         losses["total"].backward()
         opt.step()
         vals = {k: v.item() for k, v in losses.items()}
         with torch.no_grad():
-            vals["acc_pos"] = (out.av_map[0::2].amax(dim=(1, 2, 3)) >= 0.5).float().mean().item()
-            vals["acc_neg"] = (quadrant_scores(out.av_map[1::2]) < 0.5).float().mean().item()
-            vals["match_top1"] = (out.sounding_objects[0::2].argmax(1) == p_a.argmax(1)).float().mean().item()
+            vals["acc_pos"] = (pos_logits >= 0).float().mean().item()
+            vals["acc_neg"] = (neg_q < 0).float().mean().item()
+            vals["match_top1"] = (sounding.argmax(1) == p_a.argmax(1)).float().mean().item()
         for k, v in vals.items():
             sums[k] = sums.get(k, 0.0) + v
         bar.set_postfix(loss=f"{vals['total']:.3f}", kl=f"{vals['kl']:.3f}")
@@ -79,6 +89,8 @@ def _epoch(student, teacher, dictionary, bank: SceneBank, cfg: RunConfig, epoch:
 def train(cfg: RunConfig, round_path: Path, run_dir: Path, d: du.Dist, device: torch.device, log: MetricsLog,
           resume: bool = False, progress: bool = True) -> Path:
     """Run (or resume) stage two from ``round_path``; returns the final model checkpoint path."""
+    if cfg.stage_two.objective not in ("pairs", "all_pairs"):
+        raise ValueError(f"--stage_two.objective must be 'pairs' or 'all_pairs', got {cfg.stage_two.objective!r}")
     t0 = time.time()
     rnd = load_round(round_path, cfg)
     dictionary = rnd["dictionary"].to(device)
