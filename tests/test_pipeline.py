@@ -146,3 +146,28 @@ def test_ablation_compares_with_and_without_alternation(tmp_path: Path, capsys):
     without = json.loads((tmp_path / "no_alternate" / "stage_one.json").read_text())
     assert with_alt["epoch"] == 1  # smoke: a round after location epoch 1 (init_num 1)
     assert without["rounds"] == 1  # no alternation: one round from the final model
+
+
+def test_stage_two_can_train_the_class_head_alone(tmp_path: Path):
+    """--stage_two.trainable class_head: the stage-one backbones, their BN statistics and the av map
+    come out of stage two exactly as the round left them; only obj_conv moves."""
+    out = tmp_path / "head"
+    tiny = ["--data.train_scenes", "32", "--data.val_scenes", "8", "--data.stage_two_scenes", "16",
+            "--data.test_per_kind", "2", "--data.test_kinds", "solo", "--stage_one.batch_size", "8",
+            "--stage_two.batch_size", "8", "--data.image_size", "48", "--stage_two.lr", "0.05"]
+    assert pipeline_main([*SMALL, "--out", str(out), *tiny, "--stage_two.trainable", "class_head"]) == 0
+    final = load_checkpoint(out / "model.pt", "stage_two")
+    for key, value in final["stage_one_model"].items():
+        if not key.startswith(("image.classifier", "audio.classifier")):
+            torch.testing.assert_close(final["model"][key], value, rtol=0, atol=0, msg=key)
+    head = {k: v.item() for k, v in final["model"].items() if k.startswith("class_aware.")}
+    assert head and head != {k: 1.0 if k.endswith("weight") else 0.0 for k in head}, "obj_conv did not train"
+
+
+def test_choice_options_are_checked_before_anything_runs(tmp_path: Path, capsys):
+    for option, value in (("--stage_two.trainable", "everything"), ("--stage_one.objective", "triplets"),
+                          ("--stage_one.mask_relative", "1.5")):
+        with pytest.raises(SystemExit) as e:
+            pipeline_main([*SMALL, "--out", str(tmp_path / "bad"), option, value])
+        assert e.value.code == 2 and option in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()

@@ -29,7 +29,7 @@ from training import distributed as du
 from training import stage_one, stage_two
 from training.checkpoint import CheckpointError
 from training.config import (RunConfig, add_override_arguments, apply_overrides, collect_overrides,
-                             load_config, preset, save_config)
+                             load_config, preset, save_config, check_config)
 from training.data.classes import CLASSES
 from training.data.synth import SynthConfig, SynthMusic, contact_sheet, scene_seed, write_split
 from training.evaluate import evaluate, load_model, predict
@@ -91,6 +91,7 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, RunConfig]:
             cfg = apply_overrides(load_config(out / "config.json"), overrides)
         else:
             cfg = apply_overrides(preset(args.preset), overrides)
+        check_config(cfg)
     except ValueError as exc:
         p.error(str(exc))
     if not args.resume:
@@ -176,7 +177,9 @@ def write_run_report(cfg: RunConfig, run_dir: Path, model_path: Path, test_dir: 
     plot_curves(run_dir / "metrics.jsonl", run_dir / "curves.png")
     model, ck = load_model(model_path, device)
     coco = load_avcoco(test_dir)
-    kinds = ("mosaic", "duet", "solo_distractor", "offscreen")
+    # the paper's Figure 1 kinds where the split has them, else whatever kinds it holds
+    kinds = tuple(k for k in ("mosaic", "duet", "solo_distractor", "offscreen") if coco.scenes(k)) \
+        or tuple(dict.fromkeys(im.scene for im in coco.images if im.scene))
     preds = predict(model, ck["dictionary"].to(device), coco, cfg.data.image_size, device, scenes=kinds,
                     progress=False)
     match = ClusterMatch.from_cluster_to_class(ck["cluster_to_class"].numpy(), len(ck["classes"]),

@@ -28,7 +28,7 @@ from avsl_edge.metrics import match_clusters
 from training import distributed as du
 from training.banks import SceneBank, augment, build_bank, eval_transform, negatives, render_size
 from training.checkpoint import load_checkpoint, save_checkpoint
-from training.config import RunConfig, to_dict
+from training.config import RunConfig, check_config, to_dict
 from training.data.classes import CLASSES
 from training.metrics_log import MetricsLog
 from training.model import (StageOne, global_score, load_imagenet_weights, localization_loss_all_pairs,
@@ -271,10 +271,7 @@ def train(cfg: RunConfig, run_dir: Path, d: du.Dist, device: torch.device, log: 
     if cfg.model.num_clusters < len(CLASSES):
         raise ValueError(f"K = {cfg.model.num_clusters} clusters is smaller than the {len(CLASSES)} classes; "
                          f"every class needs at least one cluster (--model.num_clusters >= {len(CLASSES)})")
-    if cfg.stage_one.objective not in ("pairs", "all_pairs"):
-        raise ValueError(f"--stage_one.objective must be 'pairs' or 'all_pairs', got {cfg.stage_one.objective!r}")
-    if not 0.0 <= cfg.stage_one.mask_relative < 1.0:
-        raise ValueError(f"--stage_one.mask_relative must be in [0, 1), got {cfg.stage_one.mask_relative}")
+    check_config(cfg)
     t0 = time.time()
     data = load_data(cfg, d, progress and d.is_main)
     model = build_model(cfg).to(device)

@@ -20,7 +20,7 @@ from tqdm import tqdm
 from training import distributed as du
 from training.banks import SceneBank, augment, build_bank, eval_transform, negatives
 from training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from training.config import RunConfig, to_dict
+from training.config import RunConfig, check_config, to_dict
 from training.metrics_log import MetricsLog
 from training.model import AudioTeacher, StageTwo, global_score, quadrant_scores, stage_two_losses
 
@@ -41,6 +41,9 @@ def _epoch(student, teacher, dictionary, bank: SceneBank, cfg: RunConfig, epoch:
            d: du.Dist, device: torch.device, log: MetricsLog, progress: bool) -> dict:
     student.train()
     net = student.module if isinstance(student, DDP) else student
+    if cfg.stage_two.trainable == "class_head":  # frozen stage-one parts keep their BN statistics too
+        for part in (net.image, net.audio, net.localization):
+            part.eval()
     net.class_aware.gate = epoch >= cfg.stage_two.gate_warmup_epochs and cfg.model.gate
     gen = torch.Generator().manual_seed(cfg.seed * 31 + epoch * 7 + d.rank + (1000 if phase == "duet" else 0))
     n = len(bank)
@@ -89,14 +92,17 @@ def _epoch(student, teacher, dictionary, bank: SceneBank, cfg: RunConfig, epoch:
 def train(cfg: RunConfig, round_path: Path, run_dir: Path, d: du.Dist, device: torch.device, log: MetricsLog,
           resume: bool = False, progress: bool = True) -> Path:
     """Run (or resume) stage two from ``round_path``; returns the final model checkpoint path."""
-    if cfg.stage_two.objective not in ("pairs", "all_pairs"):
-        raise ValueError(f"--stage_two.objective must be 'pairs' or 'all_pairs', got {cfg.stage_two.objective!r}")
+    check_config(cfg)
     t0 = time.time()
     rnd = load_round(round_path, cfg)
     dictionary = rnd["dictionary"].to(device)
     teacher = AudioTeacher.from_stage_one(rnd["model"], cfg.model, cfg.stage_two.temperature).to(device)
     student = StageTwo.from_stage_one(rnd["model"], cfg.model).to(device)
-    opt = torch.optim.Adam(student.parameters(), lr=cfg.stage_two.lr, weight_decay=cfg.stage_two.weight_decay)
+    if cfg.stage_two.trainable == "class_head":
+        for name, p in student.named_parameters():
+            p.requires_grad_(name.startswith("class_aware."))
+    params = [p for p in student.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=cfg.stage_two.lr, weight_decay=cfg.stage_two.weight_decay)
     state_path = run_dir / "stage_two_last.pt"
     start, history = 0, []
     if resume and state_path.is_file():
