@@ -173,14 +173,24 @@ def test_onnx_pipeline_reproduces_the_pytorch_evaluation(bundle_dir, run_dir, sp
 # precision variants
 
 
-# Tolerances vs fp32, relative to the output's RMS. Measured on this random-weight model:
-# fp16 ~1e-3, int8 ~5e-2 (per-tensor symmetric int8 activations dominate). A trained network is
-# better conditioned; the export's own report (manifest) gives the figures for a real run.
+# Tolerances vs fp32. v_fea and the class maps: error RMS relative to the output's RMS. The
+# embeddings only ever enter the model through a cosine, so for them the angle counts: the mean
+# cosine between the variant's and fp32's vectors (per clip, per image position). Measured on
+# this random-weight model: fp16 ~1e-3 relative; int8 (per-tensor symmetric activations, half
+# the range unused after a ReLU) 0.08 on v_fea and 0.16 relative on v_emb (cosine ~0.99). A
+# trained network is better conditioned; the export's own report (manifest) gives its figures.
 RMS_TOLERANCE = {"fp16": 1e-2, "int8": 0.15, "int8-cpu": 0.15}
+MIN_COSINE = {"fp16": 0.9999, "int8": 0.97, "int8-cpu": 0.97}
 
 
 def _rms_rel(a: np.ndarray, ref: np.ndarray) -> float:
     return float(np.sqrt(np.mean((a - ref) ** 2)) / max(np.sqrt(np.mean(ref ** 2)), 1e-12))
+
+
+def _mean_cosine(a: np.ndarray, ref: np.ndarray) -> float:
+    """Mean cosine along axis 1 (the embedding channels) of (N, E) or (N, E, h, w) outputs."""
+    dot = np.sum(a * ref, axis=1)
+    return float(np.mean(dot / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(ref, axis=1), 1e-12)))
 
 
 @pytest.mark.parametrize("variant", ["fp16", "int8", "int8-cpu"])
@@ -192,8 +202,10 @@ def test_precision_variants_run_in_onnxruntime_close_to_fp32(bundle_dir, samples
     for name in out:
         assert out[name].dtype == np.float32 and out[name].shape == ref[name].shape, name
         assert np.all(np.isfinite(out[name])), name
-    for name in ("a_emb", "v_fea", "v_emb", "class_maps"):
+    for name in ("v_fea", "class_maps"):
         assert _rms_rel(out[name], ref[name]) < RMS_TOLERANCE[variant], name
+    for name in ("a_emb", "v_emb"):
+        assert _mean_cosine(out[name], ref[name]) > MIN_COSINE[variant], name
     np.testing.assert_allclose(out["class_probs"].sum(axis=1), 1.0, atol=1e-5)
     # silence: the fp32 log-mel front end keeps the -100 dB floor finite in every variant
     silent = OnnxRuntimeBackend(b, variant, [CPU_EP], 1, 1)(samples.images[:1], np.zeros((1, 16000), np.float32))
