@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from training.data.classes import CLASSES
 from training.model import ModelConfig
 
 
@@ -104,7 +105,8 @@ _CHOICES = {"stage_one.objective": ("pairs", "all_pairs"), "stage_two.objective"
 
 
 def check_config(cfg: RunConfig) -> RunConfig:
-    """Raise ValueError naming the option when a choice field holds something else."""
+    """Raise ValueError naming the option when a choice field holds something else, or when K
+    leaves a class without a cluster."""
     for key, allowed in _CHOICES.items():
         section, leaf = key.split(".")
         value = getattr(getattr(cfg, section), leaf)
@@ -112,6 +114,9 @@ def check_config(cfg: RunConfig) -> RunConfig:
             raise ValueError(f"--{key} must be one of {', '.join(allowed)}; got {value!r}")
     if not 0.0 <= cfg.stage_one.mask_relative < 1.0:
         raise ValueError(f"--stage_one.mask_relative must be in [0, 1); got {cfg.stage_one.mask_relative}")
+    if cfg.model.num_clusters < len(CLASSES):
+        raise ValueError(f"--model.num_clusters {cfg.model.num_clusters} is smaller than the {len(CLASSES)} classes; "
+                         f"every class needs at least one cluster")
     return cfg
 
 

@@ -28,9 +28,8 @@ from avsl_edge.metrics import ClusterMatch
 from training import distributed as du
 from training import stage_one, stage_two
 from training.checkpoint import CheckpointError
-from training.config import (RunConfig, add_override_arguments, apply_overrides, collect_overrides,
-                             load_config, preset, save_config, check_config)
-from training.data.classes import CLASSES
+from training.config import (RunConfig, add_override_arguments, apply_overrides, check_config,
+                             collect_overrides, load_config, preset, save_config)
 from training.data.synth import SynthConfig, SynthMusic, contact_sheet, scene_seed, write_split
 from training.evaluate import evaluate, load_model, predict
 from training.metrics_log import MetricsLog
@@ -100,8 +99,6 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, RunConfig]:
     if cfg.visual_init == "imagenet" and not cfg.visual_weights:
         p.error("--visual-init imagenet needs --visual-weights PATH (a local torchvision resnet18 state dict); "
                 "nothing is downloaded")
-    if cfg.model.num_clusters < len(CLASSES):
-        p.error(f"--model.num_clusters {cfg.model.num_clusters} is smaller than the {len(CLASSES)} classes")
     return args, cfg
 
 

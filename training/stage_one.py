@@ -268,9 +268,6 @@ def make_round(model, opt_main, data, cfg, round_id, epoch, run_dir, d, device, 
 def train(cfg: RunConfig, run_dir: Path, d: du.Dist, device: torch.device, log: MetricsLog,
           resume: bool = False, progress: bool = True) -> Path:
     """Run (or resume) stage one; returns the path of the round file stage two should use."""
-    if cfg.model.num_clusters < len(CLASSES):
-        raise ValueError(f"K = {cfg.model.num_clusters} clusters is smaller than the {len(CLASSES)} classes; "
-                         f"every class needs at least one cluster (--model.num_clusters >= {len(CLASSES)})")
     check_config(cfg)
     t0 = time.time()
     data = load_data(cfg, d, progress and d.is_main)
