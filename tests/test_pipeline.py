@@ -166,7 +166,7 @@ def test_stage_two_can_train_the_class_head_alone(tmp_path: Path):
 
 def test_choice_options_are_checked_before_anything_runs(tmp_path: Path, capsys):
     for option, value in (("--stage_two.trainable", "everything"), ("--stage_one.objective", "triplets"),
-                          ("--stage_one.mask_relative", "1.5")):
+                          ("--stage_one.mask_relative", "1.5"), ("--stage_one.mosaic_prob", "-0.1")):
         with pytest.raises(SystemExit) as e:
             pipeline_main([*SMALL, "--out", str(tmp_path / "bad"), option, value])
         assert e.value.code == 2 and option in capsys.readouterr().err

@@ -108,6 +108,43 @@ def augment(images: torch.Tensor, out_size: int, gen: torch.Generator, crop: boo
     return normalize(x)
 
 
+def shrink_into_mosaics(frames: torch.Tensor, fill: torch.Tensor, chosen: torch.Tensor,
+                        gen: torch.Generator) -> torch.Tensor:
+    """Stage-one scale augmentation (the ``mosaic_prob`` deviation): each ``chosen`` frame of the
+    (B, 3, S, S) batch is shrunk into a random quadrant of a 2x2 mosaic, like a Music-Synthetic
+    tile, whose other three quadrants are the next three rows of ``fill`` (3 per chosen frame,
+    scenes whose clips are not in the batch, so the mosaic stays the negative of every other clip).
+    Works on normalised frames: resizing commutes with the per-channel normalisation."""
+    count = int(chosen.sum())
+    if fill.shape[0] != 3 * count:
+        raise ValueError(f"shrink_into_mosaics: {count} chosen frames need {3 * count} fill frames, got {fill.shape[0]}")
+    if count == 0:
+        return frames
+    s = frames.shape[-1]
+    h = s // 2
+    tiles = torch.cat([frames[chosen], fill]).reshape(-1, 3, s, s)
+    tiles = F.interpolate(tiles, size=(h, h), mode="bilinear", antialias=True, align_corners=False)
+    own, others = tiles[:count], tiles[count:].reshape(count, 3, 3, h, h)
+    out = frames.clone()
+    where = torch.randint(0, 4, (count,), generator=gen).tolist()
+    for k, row in enumerate(torch.nonzero(chosen).flatten().tolist()):
+        quads = list(others[k].unbind(0))
+        quads.insert(where[k], own[k])
+        top, bottom = torch.cat(quads[:2], dim=-1), torch.cat(quads[2:], dim=-1)
+        out[row] = F.pad(torch.cat([top, bottom], dim=-2), (0, s - 2 * h, 0, s - 2 * h), mode="replicate")
+    return out
+
+
+def outside(n: int, exclude: torch.Tensor, count: int, gen: torch.Generator) -> torch.Tensor:
+    """``count`` random scene indices in [0, n) that are not in ``exclude``."""
+    allowed = torch.ones(n, dtype=torch.bool)
+    allowed[exclude] = False
+    pool = torch.nonzero(allowed).flatten()
+    if count and not len(pool):
+        raise ValueError(f"no scene left outside the batch: the split has {n} scenes")
+    return pool[torch.randint(0, len(pool), (count,), generator=gen)]
+
+
 def render_size(image_size: int) -> int:
     """Train frames are rendered at size*256/224 so a random crop of ``image_size`` plays the
     part of the original Resize(256) -> RandomCrop(224)."""

@@ -26,7 +26,8 @@ from tqdm import tqdm
 
 from avsl_edge.metrics import match_clusters
 from training import distributed as du
-from training.banks import SceneBank, augment, build_bank, eval_transform, negatives, render_size
+from training.banks import (SceneBank, augment, build_bank, eval_transform, negatives, outside, render_size,
+                            shrink_into_mosaics)
 from training.checkpoint import load_checkpoint, save_checkpoint
 from training.config import RunConfig, check_config, to_dict
 from training.data.classes import CLASSES
@@ -63,6 +64,23 @@ def build_model(cfg: RunConfig) -> StageOne:
     return model
 
 
+def train_frames(bank: SceneBank, scenes: torch.Tensor, batch: torch.Tensor, cfg: RunConfig,
+                 gen: torch.Generator, epoch: int = 0) -> torch.Tensor:
+    """Location-step frames of ``scenes``: train transforms (or eval ones without ``augment``), then,
+    from epoch ``mosaic_from`` on, with probability ``mosaic_prob`` each, shrunk into a 2x2 mosaic
+    of scenes outside ``batch`` (every scene whose clip the step uses), so the mosaic is a positive
+    for its own clip only."""
+    s = cfg.data.image_size
+    tf = (lambda ims: augment(ims, s, gen)) if cfg.data.augment else (lambda ims: eval_transform(ims, s))
+    frames = tf(bank.images[scenes])
+    p = cfg.stage_one.mosaic_prob
+    if p <= 0 or epoch < cfg.stage_one.mosaic_from:
+        return frames
+    chosen = torch.rand(len(scenes), generator=gen) < p
+    fill = outside(len(bank), batch, 3 * int(chosen.sum()), gen)
+    return shrink_into_mosaics(frames, tf(bank.images[fill]), chosen, gen)
+
+
 def location_epoch(model, opt, data: StageOneData, cfg: RunConfig, epoch: int, d: du.Dist,
                    device: torch.device, log: MetricsLog, progress: bool) -> dict:
     """One pass of pair-matching BCE over this rank's share of the training split."""
@@ -78,7 +96,7 @@ def location_epoch(model, opt, data: StageOneData, cfg: RunConfig, epoch: int, d
     for step in bar:
         idx = order[step * bs:(step + 1) * bs]
         if cfg.stage_one.objective == "all_pairs":
-            loss, acc = _all_pairs_step(model, data, idx, cfg, gen, device)
+            loss, acc = _all_pairs_step(model, data, idx, cfg, gen, device, epoch)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -89,9 +107,8 @@ def location_epoch(model, opt, data: StageOneData, cfg: RunConfig, epoch: int, d
                 log.write(phase="stage1_location", epoch=epoch, step=step, loss=loss.item(), acc=acc)
             continue
         neg = negatives(n, len(idx), gen, data.train.labels if cfg.data.neg_different_class else None, idx)
-        s = cfg.data.image_size
-        pos_img = augment(data.train.images[idx], s, gen) if cfg.data.augment else eval_transform(data.train.images[idx], s)
-        neg_img = augment(data.train.images[neg], s, gen) if cfg.data.augment else eval_transform(data.train.images[neg], s)
+        pos_img = train_frames(data.train, idx, idx, cfg, gen, epoch)
+        neg_img = train_frames(data.train, neg, idx, cfg, gen, epoch)
         images = _interleave(pos_img, neg_img).to(device)
         wave = data.train.audio[idx].to(device)  # one clip per pair
         labels = torch.tensor([1.0, 0.0], device=device).repeat(len(idx))
@@ -110,15 +127,15 @@ def location_epoch(model, opt, data: StageOneData, cfg: RunConfig, epoch: int, d
 
 
 def _all_pairs_step(model, data: StageOneData, idx: torch.Tensor, cfg: RunConfig, gen: torch.Generator,
-                    device: torch.device) -> tuple[torch.Tensor, float]:
+                    device: torch.device, epoch: int) -> tuple[torch.Tensor, float]:
     """The ``all_pairs`` objective: B scenes, every clip scored against every image (global max of
     its av logits); a clip's own image is its positive, the B-1 others its negatives. Returns the
     loss and the balanced accuracy (mean of positive and negative accuracy)."""
-    s = cfg.data.image_size
-    images = augment(data.train.images[idx], s, gen) if cfg.data.augment else eval_transform(data.train.images[idx], s)
-    logits = model(images.to(device), data.train.audio[idx].to(device), all_pairs=True).amax(dim=(2, 3))
+    images = train_frames(data.train, idx, idx, cfg, gen, epoch)
+    maps = model(images.to(device), data.train.audio[idx].to(device), all_pairs=True)
+    logits = maps.amax(dim=(2, 3))
     positive = torch.eye(len(idx), dtype=torch.bool, device=device)
-    loss = localization_loss_all_pairs(logits, positive)
+    loss = localization_loss_all_pairs(maps, positive, cfg.stage_one.negatives)
     hit = ((logits.detach() >= 0) == positive).float()
     return loss, 0.5 * (hit[positive].mean().item() + hit[~positive].mean().item())
 
