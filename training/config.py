@@ -47,8 +47,6 @@ class StageOneConfig:
     class_lr: float = 1e-3
     class_plateau_stop: bool = False  # S4 option: stop a classification phase when accuracy saturates
     objective: str = "pairs"       # pairs: §3.2 (one negative per clip); all_pairs: every clip vs every image of the batch
-    negatives: str = "max"         # all_pairs only. max: a negative pair's global max (§3.2); cells: every cell of
-                                   # a negative pair is a negative (deviation: darkens the background)
     mosaic_prob: float = 0.0       # > 0: a location frame is shrunk into a 2x2 mosaic of other scenes with this
                                    # probability (deviation: scale augmentation for the mosaic tiles; 0 = §3.2)
     mosaic_from: int = 0           # first location epoch with mosaics (a scratch net learns solo frames first)
@@ -105,7 +103,7 @@ class RunConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
 
 
-_CHOICES = {"stage_one.objective": ("pairs", "all_pairs"), "stage_one.negatives": ("max", "cells"), "stage_two.objective": ("pairs", "all_pairs"),
+_CHOICES = {"stage_one.objective": ("pairs", "all_pairs"), "stage_two.objective": ("pairs", "all_pairs"),
             "stage_two.trainable": ("all", "class_head")}
 
 
@@ -119,8 +117,6 @@ def check_config(cfg: RunConfig) -> RunConfig:
             raise ValueError(f"--{key} must be one of {', '.join(allowed)}; got {value!r}")
     if not 0.0 <= cfg.stage_one.mask_relative < 1.0:
         raise ValueError(f"--stage_one.mask_relative must be in [0, 1); got {cfg.stage_one.mask_relative}")
-    if cfg.stage_one.negatives == "cells" and cfg.stage_one.objective != "all_pairs":
-        raise ValueError("--stage_one.negatives cells needs --stage_one.objective all_pairs")
     if not 0.0 <= cfg.stage_one.mosaic_prob <= 1.0:
         raise ValueError(f"--stage_one.mosaic_prob must be in [0, 1]; got {cfg.stage_one.mosaic_prob}")
     if cfg.model.num_clusters < len(CLASSES):

@@ -700,35 +700,20 @@ def localization_loss_stage_one(av_score: Tensor, labels: Tensor, *, from_logits
     return _bce(av_score, labels, from_logits)
 
 
-def localization_loss_all_pairs(av_logits: Tensor, positive: Tensor, negatives: str = "max") -> Tensor:
+def localization_loss_all_pairs(pair_logits: Tensor, positive: Tensor) -> Tensor:
     """Balanced BCE over every (clip, image) pair of a batch (the ``all_pairs`` objective, a
-    documented deviation from §3.2): ``av_logits`` are clip a's av logits on image i, either
-    global-max pooled (A, I) or as maps (A, I, h, w); ``positive`` (A, I) marks the clip's own
-    image. The mean over positives and the mean over negatives are weighted 1/2 each, as the
-    original's interleaved 1:1 batch; a batch of B scenes gives B(B-1) negatives for the price of B
-    images instead of one.
-
-    ``negatives="max"`` scores a pair by its global max, as §3.2. ``negatives="cells"`` (maps
-    only, a further deviation) makes every cell of a negative pair a negative, so the cells a
-    global max never reaches (the background) are pushed below every clip that is not theirs too;
-    positives keep the global max (where the sounding object is, is unknown)."""
-    if negatives not in ("max", "cells"):
-        raise ValueError(f"negatives must be 'max' or 'cells', got {negatives!r}")
-    if av_logits.dim() not in (2, 4) or av_logits.shape[:2] != positive.shape or positive.dim() != 2:
-        raise ValueError(f"av_logits {tuple(av_logits.shape)} must be (A, I) or (A, I, h, w) "
-                         f"with positive {tuple(positive.shape)} as its (A, I)")
-    if negatives == "cells" and av_logits.dim() != 4:
-        raise ValueError("negatives='cells' needs the (A, I, h, w) av logit maps")
+    documented deviation from §3.2): ``pair_logits`` (A, I) are the global-max av logits of clip a
+    on image i, ``positive`` (A, I) marks the clip's own image. The mean over positives and the
+    mean over negatives are weighted 1/2 each, as the original's interleaved 1:1 batch; a batch of
+    B scenes gives B(B-1) negatives for the price of B images instead of one."""
+    if pair_logits.shape != positive.shape or pair_logits.dim() != 2:
+        raise ValueError(f"pair_logits {tuple(pair_logits.shape)} and positive {tuple(positive.shape)} must be the same (A, I)")
     positive = positive.bool()
     if not positive.any() or positive.all():
         raise ValueError("all-pairs loss needs at least one positive and one negative pair")
-    with torch.autocast(device_type=av_logits.device.type, enabled=False):
-        x = av_logits.float()
-        pooled = x.amax(dim=(2, 3)) if x.dim() == 4 else x
-        pos = F.binary_cross_entropy_with_logits(pooled[positive], torch.ones_like(pooled[positive]))
-        neg_logits = x[~positive] if negatives == "cells" else pooled[~positive]
-        neg = F.binary_cross_entropy_with_logits(neg_logits, torch.zeros_like(neg_logits))
-    return 0.5 * (pos + neg)
+    with torch.autocast(device_type=pair_logits.device.type, enabled=False):
+        loss = F.binary_cross_entropy_with_logits(pair_logits.float(), positive.float(), reduction="none")
+    return 0.5 * (loss[positive].mean() + loss[~positive].mean())
 
 
 def stage_two_losses(

@@ -132,10 +132,9 @@ def _all_pairs_step(model, data: StageOneData, idx: torch.Tensor, cfg: RunConfig
     its av logits); a clip's own image is its positive, the B-1 others its negatives. Returns the
     loss and the balanced accuracy (mean of positive and negative accuracy)."""
     images = train_frames(data.train, idx, idx, cfg, gen, epoch)
-    maps = model(images.to(device), data.train.audio[idx].to(device), all_pairs=True)
-    logits = maps.amax(dim=(2, 3))
+    logits = model(images.to(device), data.train.audio[idx].to(device), all_pairs=True).amax(dim=(2, 3))
     positive = torch.eye(len(idx), dtype=torch.bool, device=device)
-    loss = localization_loss_all_pairs(maps, positive, cfg.stage_one.negatives)
+    loss = localization_loss_all_pairs(logits, positive)
     hit = ((logits.detach() >= 0) == positive).float()
     return loss, 0.5 * (hit[positive].mean().item() + hit[~positive].mean().item())
 
