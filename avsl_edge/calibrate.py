@@ -90,6 +90,22 @@ def fit_in_view_threshold(positives: Sequence[float], negatives: Sequence[float]
     return ThresholdFit(float(cands[i]), float(tpr[i]), float(fpr[i]), float(ba[i]))
 
 
+MIN_USEFUL_TPR = 0.5  # below this the in-view rule hides most sounding instruments: say so
+
+
+def in_view_warnings(fit: ThresholdFit, max_fpr: float) -> list[str]:
+    """What a user of the bundle should know about a fitted in-view threshold: a model whose
+    av_score cannot keep off-screen sound dark without also hiding most sounding instruments
+    (true-positive rate < MIN_USEFUL_TPR) gets a threshold that lights almost nothing."""
+    if fit.tpr >= MIN_USEFUL_TPR:
+        return []
+    return [f"in_view_threshold {fit.threshold:.3f}: keeping at most {100 * max_fpr:.0f} % of off-screen scenes "
+            f"dark declares only {100 * fit.tpr:.0f} % of the scenes with a sounding instrument in view "
+            f"(balanced accuracy {fit.balanced_accuracy:.2f}); this model's av_score barely tells them apart, so "
+            "it will light almost nothing. Override it (avsl-edge ... --in-view-threshold X, "
+            "Localizer.with_rules(in_view_threshold=X)) at the cost of lighting off-screen sound, or train longer"]
+
+
 def fit_audio_gate(levels_db: Sequence[float], margin_db: float = 20.0, floor_db: float = -60.0,
                    ceiling_db: float = -40.0) -> float:
     """Rule for ``audio_gate_db``: ``clip(min(levels) - margin, floor, ceiling)``."""
@@ -202,5 +218,6 @@ def calibrate(localizer: "Localizer", scenes: Sequence[CalibrationScene], max_fp
         "source": source, "scenes": len(scenes), "max_fpr": max_fpr,
         "in_view": {"tpr": fit.tpr, "fpr": fit.fpr, "balanced_accuracy": fit.balanced_accuracy},
         "class_f1": cls_f1, "box_hit_rate": box_rate, "quietest_clip_db": float(min(levels)), "per_kind": per_kind,
+        "warnings": in_view_warnings(fit, max_fpr),
     }
     return Calibration(fit.threshold, gate, cls_t, box_tau, report)

@@ -384,6 +384,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         f"{' (calibrated)' if info['calibrated'] else ' (not calibrated: evaluation threshold)'}; "
         f"audio gate {r['audio_gate_db']:.1f} dBFS; class probability >= {r['class_threshold']:.2f}; "
         f"box tau {r['box_tau']:.2f}",
+        *(f"  warning: {w}" for w in (info["calibration"] or {}).get("warnings", [])),
         "variants",
     ]
     for v, d in info["variants"].items():

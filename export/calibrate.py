@@ -51,4 +51,6 @@ def calibrate_bundle(bundle: Bundle, per_kind: int = SCENES_PER_KIND, threads: i
         f"off-screen FPR {r['in_view']['fpr']:.2f}), audio_gate_db {cal.audio_gate_db:.1f}, "
         f"class_threshold {cal.class_threshold:.2f} (F1 {r['class_f1']:.2f}), box_tau {cal.box_tau:.1f} "
         f"(box IoU >= 0.5 for {100 * r['box_hit_rate']:.0f} % of the sounding classes)")
+    for warning in r["warnings"]:
+        log(f"[export] warning: {warning}")
     return cal.postprocessing()

@@ -8,7 +8,7 @@ import pytest
 
 from avsl_edge.bundle import load_bundle
 from avsl_edge.calibrate import (BOX_GRID, f1, fit_audio_gate, fit_box_tau, fit_class_threshold, fit_in_view_threshold,
-                                 named, union_box)
+                                 in_view_warnings, named, union_box)
 from avsl_edge.localizer import Rules
 
 
@@ -26,6 +26,16 @@ def test_in_view_threshold_keeps_offscreen_dark_when_scores_overlap():
     assert loose.balanced_accuracy >= strict.balanced_accuracy and loose.fpr <= 0.5
     with pytest.raises(ValueError, match="positive and negative"):
         fit_in_view_threshold([], [0.1])
+
+
+def test_a_threshold_that_hides_most_sounding_scenes_comes_with_a_warning():
+    useful = fit_in_view_threshold([0.6, 0.7, 0.9], [0.1, 0.2, 0.3])
+    assert in_view_warnings(useful, 0.02) == []
+    # scores that overlap completely: staying dark on off-screen sound means declaring almost nothing
+    rng = np.random.default_rng(0)
+    weak = fit_in_view_threshold(rng.uniform(size=200), rng.uniform(size=200), max_fpr=0.02)
+    (warning,) = in_view_warnings(weak, 0.02)
+    assert weak.tpr < 0.1 and f"{weak.threshold:.3f}" in warning and "--in-view-threshold" in warning
 
 
 def test_audio_gate_sits_below_the_quietest_clip_within_bounds():
@@ -55,6 +65,7 @@ def test_the_export_stores_calibrated_rules(smoke_bundle):
     report = p.calibration
     assert report["in_view"]["fpr"] <= report["max_fpr"] and report["scenes"] >= 5 * 40
     assert set(report["per_kind"]) == {"solo", "solo_distractor", "duet", "mosaic", "offscreen"}
+    assert isinstance(report["warnings"], list)
     rules = Rules.from_postprocessing(p)
     assert rules.in_view_threshold == p.in_view_threshold and rules.class_threshold == p.class_threshold
     assert Rules.from_postprocessing(p, box_tau=0.3).box_tau == 0.3
