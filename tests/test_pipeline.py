@@ -99,6 +99,21 @@ def test_an_existing_run_is_not_overwritten_without_force(smoke_run: Path, capsy
     assert e.value.code == 2 and "--resume" in capsys.readouterr().err
 
 
+def test_force_clears_the_earlier_runs_outputs_and_nothing_else(tmp_path: Path):
+    from training.pipeline import clear_run
+
+    run = tmp_path / "run"
+    (run / "rounds").mkdir(parents=True)
+    (run / "rounds" / "round_009.pt").write_bytes(b"from a longer run")
+    (run / "metrics.jsonl").write_text('{"phase": "old"}\n')
+    (run / "data" / "test").mkdir(parents=True)
+    (run / "data" / "mine.txt").write_text("a user's file")
+    (run / "notes.md").write_text("a user's file")
+    assert set(clear_run(run)) == {"rounds", "metrics.jsonl", "data/test"}
+    assert sorted(str(p.relative_to(run)) for p in run.rglob("*")) == ["data", "data/mine.txt", "notes.md"]
+    assert clear_run(run) == []
+
+
 def test_evaluate_refuses_data_with_classes_the_model_does_not_know(smoke_run: Path, tmp_path: Path, capsys):
     from training.evaluate import main as evaluate_main
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -39,6 +40,29 @@ from training.report import figure_grid, plot_curves
 TEST_SEED_OFFSET = 1_000_003  # the fixed test split never shares a seed with training scenes
 
 
+# everything a run writes into its folder; --force removes these (and nothing else) before it starts
+RUN_OUTPUTS = ("state.json", "config.json", "metrics.jsonl", "stage_one_last.pt", "stage_one.json", "rounds",
+               "stage_two_last.pt", "stage_two.json", "model.pt", "eval.json", "eval.md", "report.md", "curves.png",
+               "figure.png", "data/test", "data/contact_sheet.png", "bundle")
+
+
+def clear_run(run_dir: Path) -> list[str]:
+    """Remove an earlier run's outputs from ``run_dir`` (a fresh run would otherwise append to its
+    metrics log and leave its later rounds and bundle files behind); other files stay. Returns
+    what was removed."""
+    removed = []
+    for name in RUN_OUTPUTS:
+        path = run_dir / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        elif path.exists() or path.is_symlink():
+            path.unlink()
+        else:
+            continue
+        removed.append(name)
+    return removed
+
+
 class State:
     """Which steps of a run are finished (``state.json``), so ``--resume`` skips them."""
 
@@ -61,7 +85,7 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, RunConfig]:
     p.add_argument("--preset", default="cpu", choices=["smoke", "cpu", "paper"])
     p.add_argument("--out", help="run folder (default: runs/<preset>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out where it stopped")
-    p.add_argument("--force", action="store_true", help="start afresh in a non-empty --out (its files are replaced)")
+    p.add_argument("--force", action="store_true", help="start afresh in a non-empty --out (the earlier run's outputs are removed first)")
     p.add_argument("--no-alternate", action="store_true", help="ablation: location epochs only (no alternating optimisation)")
     p.add_argument("--visual-init", choices=["scratch", "imagenet"], help="visual backbone init (default scratch)")
     p.add_argument("--visual-weights", help="LOCAL torchvision resnet18 state dict for --visual-init imagenet")
@@ -109,6 +133,10 @@ def run(cfg: RunConfig, resume: bool = False, progress: bool = True) -> Path:
     torch.manual_seed(cfg.seed)
     run_dir = Path(cfg.out)
     run_dir.mkdir(parents=True, exist_ok=True)
+    if not resume:
+        if d.is_main and (removed := clear_run(run_dir)):
+            print(f"run folder {run_dir}: removed the earlier run's {', '.join(removed)}")
+        du.barrier(d)
     state = State(run_dir / "state.json")
     log = MetricsLog(run_dir / "metrics.jsonl" if d.is_main else None)
     timings: dict[str, float] = state.done("timings") or {}
