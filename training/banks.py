@@ -108,6 +108,13 @@ def augment(images: torch.Tensor, out_size: int, gen: torch.Generator, crop: boo
     return normalize(x)
 
 
+def train_transform(images: torch.Tensor, out_size: int, gen: torch.Generator, augmented: bool,
+                    crop: bool = True) -> torch.Tensor:
+    """A training batch's transform: :func:`augment` when ``augmented`` (``--data.augment``), else
+    :func:`eval_transform`."""
+    return augment(images, out_size, gen, crop) if augmented else eval_transform(images, out_size)
+
+
 def shrink_into_mosaics(frames: torch.Tensor, fill: torch.Tensor, chosen: torch.Tensor,
                         gen: torch.Generator) -> torch.Tensor:
     """Stage-one scale augmentation (the ``mosaic_prob`` deviation): each ``chosen`` frame of the
@@ -122,7 +129,7 @@ def shrink_into_mosaics(frames: torch.Tensor, fill: torch.Tensor, chosen: torch.
         return frames
     s = frames.shape[-1]
     h = s // 2
-    tiles = torch.cat([frames[chosen], fill]).reshape(-1, 3, s, s)
+    tiles = torch.cat([frames[chosen], fill])
     tiles = F.interpolate(tiles, size=(h, h), mode="bilinear", antialias=True, align_corners=False)
     own, others = tiles[:count], tiles[count:].reshape(count, 3, 3, h, h)
     out = frames.clone()

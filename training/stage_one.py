@@ -27,7 +27,7 @@ from tqdm import tqdm
 from avsl_edge.metrics import match_clusters
 from training import distributed as du
 from training.banks import (SceneBank, augment, build_bank, eval_transform, negatives, outside, render_size,
-                            shrink_into_mosaics)
+                            shrink_into_mosaics, train_transform)
 from training.checkpoint import load_checkpoint, save_checkpoint
 from training.config import RunConfig, check_config, to_dict
 from training.data.classes import CLASSES
@@ -70,15 +70,14 @@ def train_frames(bank: SceneBank, scenes: torch.Tensor, batch: torch.Tensor, cfg
     from epoch ``mosaic_from`` on, with probability ``mosaic_prob`` each, shrunk into a 2x2 mosaic
     of scenes outside ``batch`` (every scene whose clip the step uses), so the mosaic is a positive
     for its own clip only."""
-    s = cfg.data.image_size
-    tf = (lambda ims: augment(ims, s, gen)) if cfg.data.augment else (lambda ims: eval_transform(ims, s))
-    frames = tf(bank.images[scenes])
+    s, augmented = cfg.data.image_size, cfg.data.augment
+    frames = train_transform(bank.images[scenes], s, gen, augmented)
     p = cfg.stage_one.mosaic_prob
     if p <= 0 or epoch < cfg.stage_one.mosaic_from:
         return frames
     chosen = torch.rand(len(scenes), generator=gen) < p
     fill = outside(len(bank), batch, 3 * int(chosen.sum()), gen)
-    return shrink_into_mosaics(frames, tf(bank.images[fill]), chosen, gen)
+    return shrink_into_mosaics(frames, train_transform(bank.images[fill], s, gen, augmented), chosen, gen)
 
 
 def location_epoch(model, opt, data: StageOneData, cfg: RunConfig, epoch: int, d: du.Dist,
@@ -223,8 +222,7 @@ def classification_phase(model, opt_main, data: StageOneData, pseudo: torch.Tens
                    unit="step", disable=not progress)
         for step in bar:
             idx = order[step * bs:(step + 1) * bs]
-            images = augment(data.train.images[idx], cfg.data.image_size, gen) if cfg.data.augment \
-                else eval_transform(data.train.images[idx], cfg.data.image_size)
+            images = train_transform(data.train.images[idx], cfg.data.image_size, gen, cfg.data.augment)
             y = pseudo[idx].to(device)
             out = model(images.to(device), data.train.audio[idx].to(device))
             loss = F.cross_entropy(out.v_logits, y) + F.cross_entropy(out.a_logits, y)

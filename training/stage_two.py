@@ -18,7 +18,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
 from training import distributed as du
-from training.banks import SceneBank, augment, build_bank, eval_transform, negatives
+from training.banks import SceneBank, build_bank, negatives, train_transform
 from training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from training.config import RunConfig, check_config, to_dict
 from training.metrics_log import MetricsLog
@@ -53,22 +53,25 @@ def _epoch(student, teacher, dictionary, bank: SceneBank, cfg: RunConfig, epoch:
     steps = len(order) // bs or 1
     sums: dict[str, float] = {}
     s = cfg.data.image_size
+
+    def frames(scenes: torch.Tensor) -> torch.Tensor:  # mosaics are rendered at S: flip/colour, no crop
+        return train_transform(bank.images[scenes], s, gen, cfg.data.augment, crop=False)
+
     bar = tqdm(range(steps), desc=f"stage2 {phase} e{epoch}", unit="step", disable=not progress)
     for step in bar:
         idx = order[step * bs:(step + 1) * bs]
-        tf = (lambda x: augment(x, s, gen, crop=False)) if cfg.data.augment else (lambda x: eval_transform(x, s))
         wave = bank.audio[idx].to(device)
         p_a = teacher(wave)
         if cfg.stage_two.objective == "all_pairs":
             if len(idx) < 2:
                 raise ValueError("--stage_two.objective all_pairs needs at least 2 mosaics per batch")
-            pos, pairs = student(tf(bank.images[idx]).to(device), wave, dictionary, all_pairs=True)
+            pos, pairs = student(frames(idx).to(device), wave, dictionary, all_pairs=True)
             off = ~torch.eye(len(idx), dtype=torch.bool, device=device)
             pos_logits, neg_q = global_score(pos.av_logits), quadrant_scores(pairs[off].unsqueeze(1))
             sounding = pos.sounding_objects  # every other mosaic of the batch gives 4 negative quadrants
         else:
             neg = negatives(n, len(idx), gen, index=idx)
-            images = torch.stack([tf(bank.images[idx]), tf(bank.images[neg])], 1).flatten(0, 1).to(device)
+            images = torch.stack([frames(idx), frames(neg)], 1).flatten(0, 1).to(device)
             out = student(images, wave, dictionary)  # one clip per pair
             pos_logits, neg_q = global_score(out.av_logits[0::2]), quadrant_scores(out.av_logits[1::2])
             sounding = out.sounding_objects[0::2]
