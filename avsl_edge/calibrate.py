@@ -102,7 +102,7 @@ def in_view_warnings(fit: ThresholdFit, max_fpr: float) -> list[str]:
     return [f"in_view_threshold {fit.threshold:.3f}: keeping at most {100 * max_fpr:.0f} % of off-screen scenes "
             f"dark declares only {100 * fit.tpr:.0f} % of the scenes with a sounding instrument in view "
             f"(balanced accuracy {fit.balanced_accuracy:.2f}); this model's av_score barely tells them apart, so "
-            "it will light almost nothing. Override it (avsl-edge ... --in-view-threshold X, "
+            "it will light almost nothing. Override it (avsl-edge live --in-view-threshold X, "
             "Localizer.with_rules(in_view_threshold=X)) at the cost of lighting off-screen sound, or train longer"]
 
 
