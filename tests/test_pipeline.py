@@ -114,6 +114,22 @@ def test_force_clears_the_earlier_runs_outputs_and_nothing_else(tmp_path: Path):
     assert clear_run(run) == []
 
 
+def test_force_knows_every_file_a_run_writes(smoke_run: Path):
+    """RUN_OUTPUTS names what --force may delete; a step that writes a new file must be listed
+    there, or --force would leave the earlier run's copy behind."""
+    from training.pipeline import RUN_OUTPUTS
+
+    def unlisted(folder: Path) -> list[str]:
+        out = []
+        for p in sorted(folder.iterdir()):
+            name = str(p.relative_to(smoke_run))
+            if name not in RUN_OUTPUTS:
+                out += unlisted(p) if p.is_dir() else [name]
+        return out
+
+    assert unlisted(smoke_run) == []
+
+
 def test_evaluate_refuses_data_with_classes_the_model_does_not_know(smoke_run: Path, tmp_path: Path, capsys):
     from training.evaluate import main as evaluate_main
 

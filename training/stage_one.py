@@ -300,6 +300,7 @@ def train(cfg: RunConfig, run_dir: Path, d: du.Dist, device: torch.device, log: 
     for epoch in range(start, cfg.stage_one.epochs):
         stats = location_epoch(wrapped, opt, data, cfg, epoch, d, device, log, progress and d.is_main)
         stats["val_acc"] = validate(model, data, cfg, device)
+        stats["w"] = model.localization.fusion.weight.item()  # the fusion scalar: how far Adam moved it
         if cfg.stage_one.alternate and epoch >= cfg.stage_one.init_num:
             stats.update(make_round(wrapped, opt, data, cfg, round_id, epoch, run_dir, d, device, log,
                                     progress and d.is_main))
