@@ -161,7 +161,7 @@ class Postprocessing:
     in_view_threshold: float | None = None  # calibrated av_score threshold (None: sounding_threshold)
     audio_gate_db: float = -50.0            # audio RMS (dBFS) below this: silence, nothing sounding
     class_threshold: float = 0.25           # audio class probability that names a class
-    box_tau: float = 0.5                    # box: class map > box_tau x its max (calibrated)
+    box_tau: float = 0.5                    # box: av map > box_tau x its max in the class's part (calibrated)
     calibration: dict[str, Any] = field(default_factory=dict)  # how the values above were fitted
 
     @classmethod

@@ -20,10 +20,10 @@ The rules, each a pure function below:
   that maximises the mean per-scene F1 between the classes named (probability >= threshold, else
   the most probable class) and the visible sounding classes, over the scenes with sounding
   instruments in view; ties go to the higher threshold.
-* ``box_tau`` (:func:`fit_box_tau`): the fraction of its maximum (0.1 .. 0.8) at which a class map
-  is cut for a box that hits (IoU >= 0.5) the most visible sounding classes of those scenes (each
-  class's own map, so the choice does not depend on the audio classification); ties go to the
-  higher fraction.
+* ``box_tau`` (:func:`fit_box_tau`): the fraction of its maximum (0.1 .. 0.8) at which the av map
+  is cut for boxes (:func:`avsl_edge.boxes.sounding_boxes`) that hit (IoU >= 0.5) the most visible
+  sounding classes of those scenes (the scene's own sounding classes are the heard ones, so the
+  choice does not depend on the audio classification); ties go to the higher fraction.
 """
 
 from __future__ import annotations
@@ -190,14 +190,14 @@ def calibrate(localizer: "Localizer", scenes: Sequence[CalibrationScene], max_fp
         scores += [float(v) for v in out["av_score"]]
         probs += list(localizer.class_probs(out["audio_probs"]))
         levels += [lv for _, lv in windows]
-        for s, cp in zip(chunk, out["class_probs"]):
+        for s, cp, av in zip(chunk, out["class_probs"], out["av_map"]):
             if s.kind not in POSITIVE_KINDS or not s.boxes:
                 continue
-            cmaps = localizer.class_maps(cp)
-            for c in dict.fromkeys(c for c, _ in s.boxes):
-                truth = union_box([b for k, b in s.boxes if k == c])
-                for t in BOX_GRID:
-                    b = localizer.box(cmaps[classes.index(c)], s.image.shape[:2], tau=t)
+            heard = list(dict.fromkeys(c for c, _ in s.boxes))
+            cmaps = localizer.class_maps(cp)[[classes.index(c) for c in heard]]
+            truths = [union_box([b for k, b in s.boxes if k == c]) for c in heard]
+            for t in BOX_GRID:
+                for c, b, truth in zip(heard, localizer.boxes(av[0], cmaps, s.image.shape[:2], tau=t), truths):
                     box_hits[t].append(b is not None and Box(c, 1.0, *b).iou(truth) >= 0.5)
     pos = [i for i, s in enumerate(scenes) if s.kind in POSITIVE_KINDS]
     neg = [i for i, s in enumerate(scenes) if s.kind in NEGATIVE_KINDS]

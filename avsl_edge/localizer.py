@@ -27,10 +27,11 @@ Decisions (:class:`Rules`, from the bundle manifest's ``postprocessing``; each c
      nothing is sounding in view (an off-screen sound lights nothing);
   3. classes: when in view, every class whose audio probability (summed over its clusters) is
      >= ``class_threshold``; the most probable class when none reaches it.
-  One box per named class: its class map (the class softmax of the gated class-aware maps, summed
-  over the class's clusters: the map the evaluation's CIoU scores) upsampled to the frame, pixels
-  above ``box_tau`` x its max (calibrated at export), the largest 8-connected component, its
-  bounding rectangle.
+  One box per named class (:func:`avsl_edge.boxes.sounding_boxes`): the av map says where the
+  sound comes from, the class maps (the class softmax of the gated class-aware maps, summed over
+  the class's clusters: the maps the evaluation's CIoU scores) which of the named classes each
+  place belongs to; a class's box bounds the largest component of its part of the frame where the
+  av map is above ``box_tau`` x its max there (``box_tau`` calibrated at export).
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ import numpy as np
 
 from .audio import CLIP_SAMPLES, SAMPLE_RATE, AudioError, fit_clip, resample, to_mono_float32
 from .backends import Backend
+from .boxes import sounding_boxes
 from .bundle import Bundle, Postprocessing
 from .preprocess import normalize_chw, resize_rgb
 from .result import Box, Result, upsample_map
@@ -281,32 +283,15 @@ class Localizer:
                         boxes=[], av_score=av_score, in_view=in_view, gate_open=bool(state.gate_open),
                         audio_db=state.audio_db, frame_size=(int(frame_hw[0]), int(frame_hw[1])), av_map_lowres=av,
                         class_maps_lowres=cmaps, rules=self.rules.to_dict(), speed=speed)
-        for i in named:
-            box = self.box(cmaps[i], frame_hw)
+        for i, box in zip(named, self.boxes(av, cmaps[named], frame_hw)):
             if box is not None:
                 result.boxes.append(Box(self.classes[i], float(state.class_probs[i]), *box))
         return result
 
-    def box(self, low: np.ndarray, frame_hw: tuple[int, int],
-            tau: float | None = None) -> tuple[float, float, float, float] | None:
-        """(x, y, w, h) in frame pixels of the largest component of ``upsample(low) > tau * max``
-        (``tau`` default: ``rules.box_tau``), computed at a working size whose long side is at most
-        ``box_resolution``."""
-        h, w = int(frame_hw[0]), int(frame_hw[1])
-        s = min(1.0, self.box_resolution / max(h, w))
-        wh, ww = max(1, round(h * s)), max(1, round(w * s))
-        up = upsample_map(low, wh, ww)
-        peak = float(up.max())
-        if not peak > 0:
-            return None
-        mask = (up > (self.rules.box_tau if tau is None else tau) * peak).astype(np.uint8)
-        # 16-bit labels (half the label memory traffic, about twice as fast) whenever the component
-        # count cannot overflow them: fewer components than pixels
-        ltype = cv2.CV_16U if wh * ww < 65535 else cv2.CV_32S
-        n, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8, ltype=ltype)
-        if n < 2:
-            return None
-        best = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
-        x, y, bw, bh = (float(v) for v in stats[best, :4])
-        fx, fy = w / ww, h / wh
-        return x * fx, y * fy, bw * fx, bh * fy
+    def boxes(self, av_map: np.ndarray, class_maps: np.ndarray, frame_hw: tuple[int, int],
+              tau: float | None = None) -> list[tuple[float, float, float, float] | None]:
+        """One (x, y, w, h) box in frame pixels, or None, per row of ``class_maps`` (the named
+        classes' low-resolution maps): :func:`avsl_edge.boxes.sounding_boxes` at ``tau`` (default
+        ``rules.box_tau``), worked out at a size whose long side is at most ``box_resolution``."""
+        return sounding_boxes(av_map, class_maps, frame_hw, self.rules.box_tau if tau is None else tau,
+                              self.box_resolution)
