@@ -52,13 +52,27 @@ def largest_component(mask: np.ndarray) -> tuple[int, int, int, int] | None:
     return x, y, bw, bh
 
 
+def heard_maps(av: np.ndarray, class_maps: np.ndarray) -> np.ndarray:
+    """(n, H, W) where each of the n heard classes is heard, from maps at one resolution: the av
+    map ``av`` (H, W) where that class's map in ``class_maps`` (n, H, W) is the largest of the
+    heard classes' (0 elsewhere); a class whose map is nowhere the largest gets its own map."""
+    if len(class_maps) <= 1:
+        return np.broadcast_to(av, (len(class_maps), *av.shape)).copy()
+    owner = np.argmax(class_maps, axis=0)
+    out = np.zeros(class_maps.shape, dtype=np.float32)
+    for j in range(len(class_maps)):
+        part = owner == j
+        out[j] = np.where(part, av, 0.0) if part.any() else class_maps[j]
+    return out
+
+
 def sounding_boxes(av_map: np.ndarray, class_maps: np.ndarray, frame_hw: Sequence[int], tau: float,
                    resolution: int = 256) -> list[XYWH | None]:
     """One (x, y, w, h) box in frame pixels per row of ``class_maps`` (module docstring).
 
     av_map: (h, w) low-resolution av map; class_maps: (n, h, w), the maps of the n heard classes;
-    frame_hw: the frame's (height, width); tau: the cut, a fraction of the av map's maximum over
-    the class's part. None only where the map cut is all zero."""
+    frame_hw: the frame's (height, width); tau: the cut, a fraction of the maximum of the class's
+    heard map (:func:`heard_maps`). None only where that map is all zero."""
     av_low = np.asarray(av_map, dtype=np.float32)
     maps = np.asarray(class_maps, dtype=np.float32)
     if av_low.ndim != 2 or maps.ndim != 3 or maps.shape[1:] != av_low.shape:
@@ -66,24 +80,13 @@ def sounding_boxes(av_map: np.ndarray, class_maps: np.ndarray, frame_hw: Sequenc
                          f"{av_low.shape} and {maps.shape}")
     if not 0.0 <= tau <= 1.0:
         raise ValueError(f"sounding_boxes: tau is a fraction of the maximum in [0, 1], got {tau}")
-    if len(maps) == 0:
-        return []
     wh, ww = working_size(frame_hw, resolution)
-    av = upsample_map(av_low, wh, ww)
-    if len(maps) == 1:
-        owner = np.zeros((wh, ww), dtype=np.intp)
-    else:
-        owner = np.argmax(np.stack([upsample_map(m, wh, ww) for m in maps]), axis=0)
+    heard = heard_maps(upsample_map(av_low, wh, ww), np.stack([upsample_map(m, wh, ww) for m in maps])
+                       if len(maps) else np.zeros((0, wh, ww), np.float32))
     fx, fy = int(frame_hw[1]) / ww, int(frame_hw[0]) / wh
     boxes: list[XYWH | None] = []
-    for j in range(len(maps)):
-        part = owner == j
-        if part.any():
-            where, peak = av, float(av[part].max())
-        else:  # nowhere the largest: its own class map
-            part = np.ones((wh, ww), dtype=bool)
-            where = upsample_map(maps[j], wh, ww)
-            peak = float(where.max())
-        found = largest_component(part & (where > tau * peak)) if peak > 0 else None
+    for m in heard:
+        peak = float(m.max())
+        found = largest_component(m > tau * peak) if peak > 0 else None
         boxes.append(None if found is None else (found[0] * fx, found[1] * fy, found[2] * fx, found[3] * fy))
     return boxes

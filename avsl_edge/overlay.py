@@ -5,10 +5,11 @@
     img = draw(frame_bgr, result, silent=[(x, y, w, h, "violin")])   # known silent objects in red
 
 Each class has its own colour (:func:`class_colour`). Sounding classes get a translucent heat map
-of where they are heard (their class map, see :meth:`Result.class_map`) or its contour, and
-a box labelled with the class name and score; objects known to be visible but silent can be
-outlined in red (dashed); a legend in the top-left corner lists what is heard, or says that
-nothing is sounding in view / that the audio is silent. Line widths and text scale with the frame.
+of where they are heard (:meth:`Result.heard_map`: the av map where their class map leads) or
+its contour, and a box labelled with the class name and score; objects known to be visible but
+silent can be outlined in red (dashed); a legend in the top-left corner lists what is heard, or
+says that nothing is sounding in view / that the audio is silent. Line widths and text scale with
+the frame.
 """
 
 from __future__ import annotations
@@ -63,8 +64,9 @@ def blend_heat(img: np.ndarray, m: np.ndarray, colour: tuple[int, int, int], alp
     if rows.size == 0:
         return
     y0, y1, x0, x1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
-    a = cv2.convertScaleAbs(m[y0:y1, x0:x1], alpha=255.0 * alpha / ((1.0 - floor) * peak),
-                            beta=-255.0 * alpha * floor / (1.0 - floor))  # saturates at 0 below the floor
+    # convertScaleAbs takes |m * scale + beta|: clamp at the floor first, so it is 0 (transparent) below it
+    a = cv2.convertScaleAbs(np.maximum(m[y0:y1, x0:x1], floor * peak), alpha=255.0 * alpha / ((1.0 - floor) * peak),
+                            beta=-255.0 * alpha * floor / (1.0 - floor))
     a3 = cv2.merge([a, a, a])
     region = img[y0:y1, x0:x1]
     tint = np.empty_like(region)
@@ -187,8 +189,9 @@ def draw(image: np.ndarray, result: "Result", *, rgb: bool = False, style: str =
          contour_level: float | None = None) -> np.ndarray:
     """The overlay of ``result`` on a copy of ``image`` ((H, W, 3) uint8, BGR unless ``rgb``).
 
-    style: "heat" (translucent class colour where each sounding class is heard), "contour" (its
-        outline at ``contour_level`` x max, default the box threshold), "both" or "none".
+    style: "heat" (translucent class colour where each sounding class is heard: above
+        ``contour_level`` x max, default the box threshold, the region its box is cut from),
+        "contour" (that region's outline), "both" or "none".
     silent: (x, y, w, h, class name) of objects known to be visible but silent, outlined in red.
     """
     if style not in STYLES:
@@ -203,9 +206,9 @@ def draw(image: np.ndarray, result: "Result", *, rgb: bool = False, style: str =
     level = result.rules.get("box_tau", 0.5) if contour_level is None else contour_level
     colours = {c: _order(class_colour(i), rgb) for i, c in enumerate(result.classes)}
     for name in result.sounding:
-        m = result.class_map(name)
-        if style in ("heat", "both"):
-            blend_heat(img, m, colours[name])
+        m = result.heard_map(name)
+        if style in ("heat", "both"):  # the region the box is cut from: above the contour level
+            blend_heat(img, m, colours[name], floor=min(level, 0.9))
         if style in ("contour", "both"):
             draw_contour(img, m, colours[name], level, max(1, round(2 * s)))
     red = _order(SILENT_RGB, rgb)

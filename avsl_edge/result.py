@@ -78,7 +78,7 @@ class Result:
     frame_size: tuple[int, int]      # (height, width)
     av_map_lowres: np.ndarray        # (h, w) in [0, 1]
     class_maps_lowres: np.ndarray    # (C, h, w): per class, the class softmax summed over its clusters
-                                     # (the evaluation's class maps; boxes and heat maps use them)
+                                     # (the evaluation's class maps; with the av map: boxes, heat maps)
     rules: dict[str, float] = field(default_factory=dict)
     speed: dict[str, float] = field(default_factory=dict)   # milliseconds per stage
     image: np.ndarray | None = field(default=None, repr=False)  # the input frame (for plot)
@@ -110,6 +110,21 @@ class Result:
         if i not in self._cache:
             self._cache[i] = upsample_map(self.class_maps_lowres[i], *self.frame_size)
         return self._cache[i]
+
+    def heard_map(self, name: str) -> np.ndarray:
+        """(H, W) where a sounding class is heard, at frame resolution: the av map where this
+        class's map is the largest of the sounding classes' (:func:`avsl_edge.boxes.heard_maps`;
+        what its box bounds and the overlay paints)."""
+        if name not in self.sounding:
+            raise KeyError(f"{name!r} is not sounding in view; sounding: {list(self.sounding)}")
+        key = ("heard", name)
+        if key not in self._cache:
+            from .boxes import heard_maps  # noqa: PLC0415 - boxes imports this module
+
+            maps = heard_maps(self.av_map, np.stack([self.class_map(c) for c in self.sounding]))
+            for c, m in zip(self.sounding, maps):
+                self._cache[("heard", c)] = m
+        return self._cache[key]
 
     @property
     def class_maps(self) -> np.ndarray:

@@ -81,3 +81,15 @@ def test_nothing_sounding_is_said_in_the_legend(smoke_bundle, scene):
     img = r.plot()
     changed = np.any(img != scene.image, axis=-1)
     assert changed.any() and changed[: img.shape[0] // 2, : img.shape[1] // 2].mean() > 0.02  # the legend, top-left
+
+
+def test_heat_tints_only_above_its_floor_and_most_at_the_peak():
+    """Two bright corners with a dark middle, floor 0.5: the dark middle stays as it was (though it
+    lies between the lit corners), the tint reaches alpha at the peaks."""
+    img = np.full((100, 100, 3), 200, np.uint8)
+    yy, xx = np.mgrid[0:100, 0:100]
+    m = np.maximum(1 - np.hypot(yy, xx) / 40, 1 - np.hypot(99 - yy, 99 - xx) / 40).clip(0, 1).astype(np.float32)
+    overlay.blend_heat(img, m, (0, 0, 0), alpha=0.5, floor=0.5)
+    assert np.all(img[m <= 0.5] == 200)                       # at or below the floor: untouched
+    assert np.all(img[m > 0.6] < 200)                          # above: tinted
+    assert abs(int(img[0, 0, 0]) - 100) <= 1                   # 50 % at the peak
