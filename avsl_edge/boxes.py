@@ -11,12 +11,13 @@ heard classes each place belongs to. So class j's box is the bounding rectangle 
 
 With one heard class its part is the whole frame, and its box is the av map's own. A heard class
 whose map is nowhere the largest owns no part; its box is then cut from its own class map (pixels
-above tau x that map's maximum), so every heard class gets one. Both maps are upsampled bilinearly (as the evaluation does) to a working size whose long side is at most
-``resolution`` pixels, and the box is scaled back to the frame.
+above tau x that map's maximum), so every heard class gets one. Both maps are upsampled bilinearly
+(as the evaluation does) to a working size whose long side is at most ``resolution`` pixels, and
+the box is scaled back to the frame.
 
 Why not the class map alone: on SynthMUSIC's solo test scenes with the `cpu` model, the class
 map's box hit the instrument (IoU >= 0.5) on 4-7 % of scenes at any tau, the av map's on 22-32 %
-(README, "The edge library").
+(README, "Edge library").
 """
 
 from __future__ import annotations

@@ -41,7 +41,6 @@ import time
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-import cv2
 import numpy as np
 
 from .audio import CLIP_SAMPLES, SAMPLE_RATE, AudioError, fit_clip, resample, to_mono_float32
@@ -49,7 +48,7 @@ from .backends import Backend
 from .boxes import sounding_boxes
 from .bundle import Bundle, Postprocessing
 from .preprocess import normalize_chw, resize_rgb
-from .result import Box, Result, upsample_map
+from .result import Box, Result
 
 MAX_SAMPLE_RATE = 768_000
 FLOAT_PEAK_LIMIT = 2.0  # float audio is expected in [-1, 1]; louder is taken for unscaled integers
