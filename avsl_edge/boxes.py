@@ -30,6 +30,7 @@ import numpy as np
 from .result import upsample_map
 
 XYWH = tuple[float, float, float, float]
+WORKING_RESOLUTION = 256  # long side (pixels) at which maps are split and boxes cut
 
 
 def working_size(frame_hw: Sequence[int], resolution: int) -> tuple[int, int]:
@@ -67,8 +68,16 @@ def heard_maps(av: np.ndarray, class_maps: np.ndarray) -> np.ndarray:
     return out
 
 
+def heard_maps_at(av_map: np.ndarray, class_maps: np.ndarray, size_hw: Sequence[int]) -> np.ndarray:
+    """(n, H, W) :func:`heard_maps` of low-resolution maps upsampled to ``size_hw`` = (H, W)."""
+    h, w = int(size_hw[0]), int(size_hw[1])
+    if len(class_maps) == 0:
+        return np.zeros((0, h, w), np.float32)
+    return heard_maps(upsample_map(av_map, h, w), np.stack([upsample_map(m, h, w) for m in class_maps]))
+
+
 def sounding_boxes(av_map: np.ndarray, class_maps: np.ndarray, frame_hw: Sequence[int], tau: float,
-                   resolution: int = 256) -> list[XYWH | None]:
+                   resolution: int = WORKING_RESOLUTION) -> list[XYWH | None]:
     """One (x, y, w, h) box in frame pixels per row of ``class_maps`` (module docstring).
 
     av_map: (h, w) low-resolution av map; class_maps: (n, h, w), the maps of the n heard classes;
@@ -82,8 +91,7 @@ def sounding_boxes(av_map: np.ndarray, class_maps: np.ndarray, frame_hw: Sequenc
     if not 0.0 <= tau <= 1.0:
         raise ValueError(f"sounding_boxes: tau is a fraction of the maximum in [0, 1], got {tau}")
     wh, ww = working_size(frame_hw, resolution)
-    heard = heard_maps(upsample_map(av_low, wh, ww), np.stack([upsample_map(m, wh, ww) for m in maps])
-                       if len(maps) else np.zeros((0, wh, ww), np.float32))
+    heard = heard_maps_at(av_low, maps, (wh, ww))
     fx, fy = int(frame_hw[1]) / ww, int(frame_hw[0]) / wh
     boxes: list[XYWH | None] = []
     for m in heard:

@@ -45,7 +45,7 @@ import numpy as np
 
 from .audio import CLIP_SAMPLES, SAMPLE_RATE, AudioError, fit_clip, resample, to_mono_float32
 from .backends import Backend
-from .boxes import sounding_boxes
+from .boxes import WORKING_RESOLUTION, sounding_boxes
 from .bundle import Bundle, Postprocessing
 from .preprocess import normalize_chw, resize_rgb
 from .result import Box, Result
@@ -182,7 +182,7 @@ class Localizer:
     """A bundle on a backend, with the decision :class:`Rules`. Build it with :func:`avsl_edge.load`."""
 
     def __init__(self, bundle: Bundle, backend: Backend, rules: Rules | None = None, keep_image: bool = True,
-                 box_resolution: int = 256):
+                 box_resolution: int = WORKING_RESOLUTION):
         self.bundle, self.backend = bundle, backend
         self.rules = rules or Rules.from_postprocessing(bundle.manifest.postprocessing)
         self.classes: tuple[str, ...] = tuple(bundle.classes)

@@ -112,18 +112,19 @@ class Result:
         return self._cache[i]
 
     def heard_map(self, name: str) -> np.ndarray:
-        """(H, W) where a sounding class is heard, at frame resolution: the av map where this
-        class's map is the largest of the sounding classes' (:func:`avsl_edge.boxes.heard_maps`;
-        what its box bounds and the overlay paints)."""
+        """(H, W) where a sounding class is heard: the av map where this class's map is the
+        largest of the sounding classes' (:func:`avsl_edge.boxes.heard_maps`; what its box bounds
+        and the overlay paints), split at the boxes' working size, then upsampled to the frame."""
         if name not in self.sounding:
             raise KeyError(f"{name!r} is not sounding in view; sounding: {list(self.sounding)}")
         key = ("heard", name)
         if key not in self._cache:
-            from .boxes import heard_maps  # noqa: PLC0415 - boxes imports this module
+            from .boxes import WORKING_RESOLUTION, heard_maps_at, working_size  # noqa: PLC0415 - circular
 
-            maps = heard_maps(self.av_map, np.stack([self.class_map(c) for c in self.sounding]))
-            for c, m in zip(self.sounding, maps):
-                self._cache[("heard", c)] = m
+            small = heard_maps_at(self.av_map_lowres, self.class_maps_lowres[[self._index(c) for c in self.sounding]],
+                                  working_size(self.frame_size, WORKING_RESOLUTION))
+            for c, m in zip(self.sounding, small):
+                self._cache[("heard", c)] = upsample_map(m, *self.frame_size)
         return self._cache[key]
 
     @property
