@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from avsl_edge.boxes import largest_component, sounding_boxes, working_size
+from avsl_edge.boxes import heard_maps, largest_component, sounding_boxes, working_size
 
 
 def blob(cells: list[tuple[int, int]], size: int = 4, value: float = 1.0, floor: float = 0.01) -> np.ndarray:
@@ -49,6 +49,16 @@ def test_a_class_whose_map_is_nowhere_the_largest_is_boxed_on_its_own_map():
     strong, weak = np.full((4, 4), 0.6, np.float32), blob([(3, 3)], value=0.5, floor=0.0)
     _, own = sounding_boxes(av, np.stack([strong, weak]), frame_hw=(400, 400), tau=0.5)
     assert own is not None and own[0] >= 200 and own[1] >= 200   # where its own map peaks
+
+
+def test_the_frame_is_split_as_argmax_over_the_heard_classes_ties_to_the_first():
+    rng = np.random.default_rng(0)
+    av = rng.random((32, 40)).astype(np.float32)
+    maps = rng.integers(0, 4, (3, 32, 40)).astype(np.float32)   # many ties
+    owner = np.argmax(maps, axis=0)
+    heard = heard_maps(av, maps)
+    for j in range(3):
+        np.testing.assert_array_equal(heard[j], np.where(owner == j, av, 0.0))
 
 
 def test_boxes_scale_to_the_frame_and_the_working_size_caps_the_long_side():
