@@ -3,6 +3,7 @@ private PulseAudio server (`pulse`) for the microphone tests of the live runtime
 
 from __future__ import annotations
 
+import atexit
 import glob
 import os
 import shutil
@@ -19,6 +20,7 @@ import pytest
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 # The smoke pipeline registers its bundle in the avsl-edge cache: keep that out of the user's cache.
 os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="avsl-edge-test-cache-")
+atexit.register(shutil.rmtree, os.environ["XDG_CACHE_HOME"], ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
