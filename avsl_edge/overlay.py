@@ -56,6 +56,8 @@ def blend_heat(img: np.ndarray, m: np.ndarray, colour: tuple[int, int, int], alp
                floor: float = 0.25) -> None:
     """In place: tint ``img`` with ``colour`` where the (H, W) map ``m`` is high (relative to its max:
     transparent below ``floor``, ``alpha`` at the max). uint8 arithmetic on the lit region only."""
+    if not 0.0 <= floor < 1.0:
+        raise ValueError(f"blend_heat: floor must be in [0, 1), got {floor}")
     peak = float(m.max()) if m.size else 0.0
     if not peak > 0:
         return

@@ -93,3 +93,5 @@ def test_heat_tints_only_above_its_floor_and_most_at_the_peak():
     assert np.all(img[m <= 0.5] == 200)                       # at or below the floor: untouched
     assert np.all(img[m > 0.6] < 200)                          # above: tinted
     assert abs(int(img[0, 0, 0]) - 100) <= 1                   # 50 % at the peak
+    with pytest.raises(ValueError, match="floor must be in"):
+        overlay.blend_heat(img, m, (0, 0, 0), floor=1.0)      # would divide by 1 - floor = 0
