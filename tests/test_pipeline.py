@@ -197,8 +197,46 @@ def test_stage_two_can_train_the_class_head_alone(tmp_path: Path):
 
 def test_choice_options_are_checked_before_anything_runs(tmp_path: Path, capsys):
     for option, value in (("--stage_two.trainable", "everything"), ("--stage_one.objective", "triplets"),
-                          ("--stage_one.mask_relative", "1.5"), ("--stage_one.mosaic_prob", "-0.1")):
+                          ("--stage_one.mask_relative", "1.5"), ("--stage_one.mosaic_prob", "-0.1"),
+                          ("--stage_one.lr_schedule", "linear"), ("--stage_one.lr_min_ratio", "2")):
         with pytest.raises(SystemExit) as e:
             pipeline_main([*SMALL, "--out", str(tmp_path / "bad"), option, value])
         assert e.value.code == 2 and option in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
+
+
+def test_cosine_schedule_runs_from_lr_to_its_floor_and_resumes_where_it_stopped():
+    """With ``--stage_one.lr_schedule cosine`` the main Adam starts at lr and ends at lr_min_ratio x lr
+    on the last epoch; a scheduler rebuilt from a checkpoint (as ``--resume`` does) goes on from there."""
+    from training.config import apply_overrides, preset
+    from training.stage_one import lr_scheduler
+
+    cfg = apply_overrides(preset("cpu"), {"stage_one.epochs": "5", "stage_one.lr": "1e-3",
+                                          "stage_one.lr_schedule": "cosine", "stage_one.lr_min_ratio": "0.05"})
+
+    def fresh():
+        opt = torch.optim.Adam([torch.nn.Parameter(torch.zeros(2))], lr=cfg.stage_one.lr)
+        return opt, lr_scheduler(opt, cfg)
+
+    opt, sched = fresh()
+    lrs = []
+    for epoch in range(5):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()  # an epoch's steps
+        sched.step()
+        if epoch == 1:
+            saved = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict()}
+    assert lrs[0] == pytest.approx(1e-3) and lrs[-1] == pytest.approx(5e-5)
+    assert lrs[2] == pytest.approx((1e-3 + 5e-5) / 2)
+    assert all(a > b for a, b in zip(lrs, lrs[1:]))
+
+    opt2, sched2 = fresh()
+    opt2.load_state_dict(saved["optimizer"])
+    sched2.load_state_dict(saved["scheduler"])
+    resumed = []
+    for _ in range(3):
+        resumed.append(opt2.param_groups[0]["lr"])
+        opt2.step()
+        sched2.step()
+    assert resumed == pytest.approx(lrs[2:])
+    assert lr_scheduler(opt, preset("cpu")) is None  # the preset keeps the original's constant lr

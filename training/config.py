@@ -41,6 +41,9 @@ class StageOneConfig:
     batch_size: int = 32           # pairs (2x images per localization step)
     lr: float = 1e-4
     weight_decay: float = 1e-4     # coupled L2 (Adam), as the original
+    lr_schedule: str = "constant"  # constant: as the original; cosine: the main Adam's lr follows a cosine
+                                   # over the epochs, from lr at epoch 0 to lr_min_ratio x lr at the last (deviation)
+    lr_min_ratio: float = 0.05
     alternate: bool = True         # False = the "w/o alternating optimisation" ablation
     init_num: int = 1              # clustering + classification after location epoch e >= init_num
     class_epochs: int = 3          # fixed, as the code (S4)
@@ -104,7 +107,8 @@ class RunConfig:
 
 
 _CHOICES = {"stage_one.objective": ("pairs", "all_pairs"), "stage_two.objective": ("pairs", "all_pairs"),
-            "stage_two.trainable": ("all", "class_head")}
+            "stage_two.trainable": ("all", "class_head"),
+            "stage_one.lr_schedule": ("constant", "cosine")}
 
 
 def check_config(cfg: RunConfig) -> RunConfig:
@@ -117,6 +121,8 @@ def check_config(cfg: RunConfig) -> RunConfig:
             raise ValueError(f"--{key} must be one of {', '.join(allowed)}; got {value!r}")
     if not 0.0 <= cfg.stage_one.mask_relative < 1.0:
         raise ValueError(f"--stage_one.mask_relative must be in [0, 1); got {cfg.stage_one.mask_relative}")
+    if not 0.0 <= cfg.stage_one.lr_min_ratio <= 1.0:
+        raise ValueError(f"--stage_one.lr_min_ratio must be in [0, 1]; got {cfg.stage_one.lr_min_ratio}")
     if not 0.0 <= cfg.stage_one.mosaic_prob <= 1.0:
         raise ValueError(f"--stage_one.mosaic_prob must be in [0, 1]; got {cfg.stage_one.mosaic_prob}")
     if cfg.model.num_clusters < len(CLASSES):

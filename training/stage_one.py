@@ -279,6 +279,16 @@ def make_round(model, opt_main, data, cfg, round_id, epoch, run_dir, d, device, 
     return stats
 
 
+def lr_scheduler(opt: torch.optim.Optimizer, cfg: RunConfig):
+    """With ``lr_schedule cosine``: the main Adam's learning rate follows a half cosine, stepped once
+    per stage-one epoch (location and classification steps alike), from ``lr`` at epoch 0 to
+    ``lr_min_ratio x lr`` at the last epoch. ``None`` for ``constant`` (the original's fixed lr)."""
+    s = cfg.stage_one
+    if s.lr_schedule == "constant":
+        return None
+    return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(s.epochs - 1, 1), eta_min=s.lr * s.lr_min_ratio)
+
+
 def train(cfg: RunConfig, run_dir: Path, d: du.Dist, device: torch.device, log: MetricsLog,
           resume: bool = False, progress: bool = True) -> Path:
     """Run (or resume) stage one; returns the path of the round file stage two should use."""
@@ -287,12 +297,18 @@ def train(cfg: RunConfig, run_dir: Path, d: du.Dist, device: torch.device, log: 
     data = load_data(cfg, d, progress and d.is_main)
     model = build_model(cfg).to(device)
     opt = torch.optim.Adam(model.main_parameters(), lr=cfg.stage_one.lr, weight_decay=cfg.stage_one.weight_decay)
+    sched = lr_scheduler(opt, cfg)  # before the optimiser's state is loaded: it would take the resumed lr as its base
     state_path = run_dir / "stage_one_last.pt"
     start, round_id, history = 0, 0, []
     if resume and state_path.is_file():
         ck = load_checkpoint(state_path, "stage_one")
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
+        if sched is not None:
+            if not ck.get("scheduler"):
+                raise ValueError(f"{state_path}: stage one ran with a constant learning rate; resume it with "
+                                 f"--stage_one.lr_schedule constant, or start afresh with --force")
+            sched.load_state_dict(ck["scheduler"])
         start, round_id, history = ck["epoch"] + 1, ck["next_round"], json.loads(ck["history"])
         if d.is_main:
             print(f"stage one: resuming after epoch {ck['epoch']} (next round {round_id})")
@@ -301,17 +317,21 @@ def train(cfg: RunConfig, run_dir: Path, d: du.Dist, device: torch.device, log: 
         stats = location_epoch(wrapped, opt, data, cfg, epoch, d, device, log, progress and d.is_main)
         stats["val_acc"] = validate(model, data, cfg, device)
         stats["w"] = model.localization.fusion.weight.item()  # the fusion scalar: how far Adam moved it
+        stats["lr"] = opt.param_groups[0]["lr"]  # this epoch's (the classification phase below uses it too)
         if cfg.stage_one.alternate and epoch >= cfg.stage_one.init_num:
             stats.update(make_round(wrapped, opt, data, cfg, round_id, epoch, run_dir, d, device, log,
                                     progress and d.is_main))
             round_id += 1
         history.append({"epoch": epoch, **stats})
+        if sched is not None:
+            sched.step()
         if d.is_main:
             log.write(phase="stage1_epoch", **history[-1])
             print(f"stage one epoch {epoch}: " + ", ".join(f"{k} {v:.4g}" for k, v in stats.items()
                                                           if isinstance(v, float)))
             save_checkpoint(state_path, "stage_one", epoch=epoch, next_round=round_id, config=to_dict(cfg),
-                            model=model.state_dict(), optimizer=opt.state_dict(), history=json.dumps(history))
+                            model=model.state_dict(), optimizer=opt.state_dict(), history=json.dumps(history),
+                            scheduler=sched.state_dict() if sched is not None else {})
         du.barrier(d)
     if round_id == 0:  # no alternation (or too few epochs): one round from the final model
         stats = make_round(wrapped, opt, data, cfg, round_id, cfg.stage_one.epochs - 1, run_dir, d, device,
