@@ -205,6 +205,19 @@ def test_choice_options_are_checked_before_anything_runs(tmp_path: Path, capsys)
     assert not (tmp_path / "bad").exists()
 
 
+def test_resume_cannot_switch_the_lr_schedule_of_a_started_stage_one(tmp_path: Path, capsys):
+    from training.config import preset, save_config
+
+    run = tmp_path / "run"
+    run.mkdir()
+    save_config(preset("cpu"), run / "config.json")  # the preset's constant lr
+    save_checkpoint(run / "stage_one_last.pt", "stage_one", epoch=3)
+    with pytest.raises(SystemExit) as e:
+        pipeline_main(["--out", str(run), "--resume", "--stage_one.lr_schedule", "cosine"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "ran with --stage_one.lr_schedule constant" in err and "--force" in err
+
+
 def test_cosine_schedule_runs_from_lr_to_its_floor_and_resumes_where_it_stopped():
     """With ``--stage_one.lr_schedule cosine`` the main Adam starts at lr and ends at lr_min_ratio x lr
     on the last epoch; a scheduler rebuilt from a checkpoint (as ``--resume`` does) goes on from there."""

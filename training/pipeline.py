@@ -111,7 +111,12 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, RunConfig]:
         if args.resume:
             if not (out / "config.json").is_file():
                 p.error(f"--resume: {out} holds no run (no config.json)")
-            cfg = apply_overrides(load_config(out / "config.json"), overrides)
+            saved = load_config(out / "config.json")
+            cfg = apply_overrides(saved, overrides)
+            schedules = saved.stage_one.lr_schedule, cfg.stage_one.lr_schedule
+            if schedules[0] != schedules[1] and (out / "stage_one_last.pt").is_file():
+                p.error(f"--resume: stage one in {out} ran with --stage_one.lr_schedule {schedules[0]}; it cannot go on "
+                        f"with {schedules[1]} (resume without that option, or start afresh with --force)")
         else:
             cfg = apply_overrides(preset(args.preset), overrides)
         check_config(cfg)
