@@ -317,6 +317,9 @@ def configure_live(p: argparse.ArgumentParser) -> None:
     p.add_argument("--in-view-threshold", type=float, metavar="X",
                    help="override the bundle's calibrated in-view threshold on av_score (0..1; 0 names the "
                         "heard class whenever the audio gate is open)")
+    p.add_argument("--box-tau", type=float, metavar="X",
+                   help="override the bundle's calibrated box cut (0..1: a class's box bounds where the av map is "
+                        "above X times its max)")
     p.add_argument("--snapshot-dir", metavar="DIR", type=Path, default=Path("."),
                    help="where the s key saves snapshots (default: the current folder)")
     add_model_options(p)
@@ -415,9 +418,11 @@ def cmd_live(args: argparse.Namespace) -> int:
     except CameraError as exc:
         raise UsageError(str(exc)) from None
     _check_mic(args.mic)
-    if args.in_view_threshold is not None and not 0.0 <= args.in_view_threshold <= 1.0:
-        raise UsageError(f"--in-view-threshold must be in [0, 1], got {args.in_view_threshold}")
-    loc = open_localizer(args, in_view_threshold=args.in_view_threshold)
+    for name in ("in_view_threshold", "box_tau"):
+        value = getattr(args, name)
+        if value is not None and not 0.0 <= value <= 1.0:
+            raise UsageError(f"--{name.replace('_', '-')} must be in [0, 1], got {value}")
+    loc = open_localizer(args, in_view_threshold=args.in_view_threshold, box_tau=args.box_tau)
     camera = mic = None
     window = None if args.no_display else LiveWindow(snapshot_dir=args.snapshot_dir)
     try:
@@ -535,6 +540,7 @@ def _run(args: argparse.Namespace, loc: Any, camera: Any, mic: Any, window: Live
         "mic_overflows": st.mic_overflows, "mic_queue_drops": int(getattr(mic, "queue_drops", 0)),
         "heard": dict(heard_counts.most_common()), "audio_classes": dict(audio_counts.most_common()),
         "model": str(loc.bundle.root), "variant": loc.backend.variant, "backend": loc.backend.description,
+        "rules": loc.rules.to_dict(),
         "recording": str(recording) if recording else None,
         "recording_frames": rec.frames if rec is not None and recording else None,
         "recording_repeated": rec.frames_repeated if rec is not None and recording else None,
