@@ -113,10 +113,10 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, RunConfig]:
                 p.error(f"--resume: {out} holds no run (no config.json)")
             saved = load_config(out / "config.json")
             cfg = apply_overrides(saved, overrides)
-            schedules = saved.stage_one.lr_schedule, cfg.stage_one.lr_schedule
-            if schedules[0] != schedules[1] and (out / "stage_one_last.pt").is_file():
-                p.error(f"--resume: stage one in {out} ran with --stage_one.lr_schedule {schedules[0]}; it cannot go on "
-                        f"with {schedules[1]} (resume without that option, or start afresh with --force)")
+            ran, asked = saved.stage_one.lr_schedule, cfg.stage_one.lr_schedule
+            if ran != asked and (out / "stage_one_last.pt").is_file():
+                p.error(f"--resume: stage one in {out} ran with --stage_one.lr_schedule {ran}; it cannot go on "
+                        f"with {asked} (resume without that option, or start afresh with --force)")
         else:
             cfg = apply_overrides(preset(args.preset), overrides)
         check_config(cfg)
