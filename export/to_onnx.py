@@ -56,7 +56,7 @@ from avsl_edge.fileio import atomic_dir
 from export import quantize
 from export.calibrate import calibrate_bundle
 from training.checkpoint import CheckpointError, load_checkpoint
-from training.config import RunConfig, from_dict
+from training.config import RunConfig, from_dict, inference_size
 from training.model import StageTwo
 
 OPSET = 18  # ONNX Runtime >= 1.14 and TensorRT 10.x / 11.x (the ONNX parser reads opsets 9..20+) all accept it
@@ -322,7 +322,7 @@ def export_run(model_path: str | os.PathLike, out_dir: str | os.PathLike,
     _prepare_out(out_dir)
     run = load_run(model_path)
     cfg, model = run.config, run.model
-    size, k = cfg.data.image_size, cfg.model.num_clusters
+    size, k = inference_size(cfg), cfg.model.num_clusters
     eval_data = eval_data if eval_data is not None else calibration_data
     metrics = _run_metrics(run.path)
 
@@ -390,8 +390,9 @@ def export_run(model_path: str | os.PathLike, out_dir: str | os.PathLike,
                 nsa_threshold=cfg.eval.nsa_threshold),
             graphs=B.graph_specs(k, size, (h, wd), cfg.model.embed_dim, clip_samples=CLIP_SAMPLES),
             variants={v: B.Variant(gs, VARIANT_DESCRIPTIONS[v]) for v, gs in variant_graphs.items()},
-            model={"image_size": size, "feature_hw": [h, wd], "num_clusters": k, "embed_dim": cfg.model.embed_dim,
-                   "feature_dim": 512, "gate": cfg.model.gate, "config": dataclasses.asdict(cfg.model),
+            model={"image_size": size, "train_image_size": cfg.data.image_size, "feature_hw": [h, wd],
+                   "num_clusters": k, "embed_dim": cfg.model.embed_dim, "feature_dim": 512, "gate": cfg.model.gate,
+                   "config": dataclasses.asdict(cfg.model),
                    "preset": cfg.preset, "round": int(run.checkpoint.get("round", -1)),
                    "nmi": float(run.checkpoint["nmi"]) if "nmi" in run.checkpoint else None},
             metrics=metrics,

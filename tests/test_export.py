@@ -169,6 +169,26 @@ def test_onnx_pipeline_reproduces_the_pytorch_evaluation(bundle_dir, run_dir, sp
         assert value == pytest.approx(torch_table[key], abs=1e-6), key
 
 
+def test_a_larger_inference_size_reaches_the_bundle_and_the_evaluation(run_dir, split, tmp_path):
+    """--eval.image_size 96 on a model trained at 64 px: the bundle takes 96 px frames (6x6 maps),
+    records both sizes, and its fp32 scores are PyTorch's evaluation at 96 px."""
+    ck = torch.load(run_dir / "model.pt", weights_only=True)
+    ck["config"]["eval"]["image_size"] = 96
+    big = tmp_path / "run96"
+    big.mkdir()
+    payload = {k: v for k, v in ck.items() if k not in ("format", "version", "kind")}
+    save_checkpoint(big / "model.pt", "stage_two", **payload)
+    bundle = export_run(big / "model.pt", big / "bundle", calibration_data=split, calibration_size=4,
+                        variants=(), threads=1, log=lambda msg: None)
+    m = B.load_bundle(bundle).manifest
+    assert m.preprocessing.image_size == 96 and m.model["train_image_size"] == IMAGE_SIZE
+    assert m.model["feature_hw"] == [6, 6]
+    torch_table = evaluate(big / "model.pt", split, progress=False)["model"]
+    assert torch_table != evaluate(run_dir / "model.pt", split, progress=False)["model"]
+    for key, value in m.variants["fp32"].report["eval"]["model"].items():
+        assert value == pytest.approx(torch_table[key], abs=1e-6), key
+
+
 # ---------------------------------------------------------------------------------------------
 # precision variants
 

@@ -93,6 +93,19 @@ def test_bad_options_are_usage_errors(tmp_path: Path, capsys):
     assert e.value.code == 2
 
 
+def test_evaluate_runs_the_model_at_the_asked_input_size(smoke_run: Path, capsys):
+    from training.evaluate import main as evaluate_main
+
+    data = str(smoke_run / "data" / "test")
+    assert evaluate_main(["--checkpoint", str(smoke_run), "--data", data, "--image-size", "96",
+                          "--json", str(smoke_run.parent / "e96.json")]) == 0
+    at_96 = json.loads((smoke_run.parent / "e96.json").read_text())["table"]["model"]
+    assert at_96 != json.loads((smoke_run / "eval.json").read_text())["table"]["model"]
+    capsys.readouterr()
+    assert evaluate_main(["--checkpoint", str(smoke_run), "--data", data, "--image-size", "16"]) == 2
+    assert "--eval.image_size must be 0 (= --data.image_size) or at least 32; got 16" in capsys.readouterr().err
+
+
 def test_an_existing_run_is_not_overwritten_without_force(smoke_run: Path, capsys):
     with pytest.raises(SystemExit) as e:
         pipeline_main([*SMALL, "--out", str(smoke_run)])

@@ -25,7 +25,7 @@ from avsl_edge.evaluation import EvalSettings, Prediction, score, write_report
 from avsl_edge.metrics import ClusterMatch, Thresholds
 from avsl_edge.preprocess import preprocess_frame
 from training.checkpoint import CheckpointError, load_checkpoint
-from training.config import EvalConfig, from_dict
+from training.config import EvalConfig, check_config, from_dict, inference_size
 from training.model import StageTwo
 
 
@@ -87,8 +87,9 @@ def evaluate(checkpoint: Path, data: Path, eval_cfg: EvalConfig | None = None, d
     classes = list(ck["classes"])
     match = ClusterMatch.from_cluster_to_class(ck["cluster_to_class"].numpy(), len(classes), ck["affinity"].numpy())
     dictionary = ck["dictionary"].to(dev)
-    preds = predict(model, dictionary, coco, cfg.data.image_size, dev, progress=progress)
-    silent = predict(model, dictionary, coco, cfg.data.image_size, dev, silent=True, scenes=("solo",),
+    size = inference_size(check_config(dataclasses.replace(cfg, eval=eval_cfg)))
+    preds = predict(model, dictionary, coco, size, dev, progress=progress)
+    silent = predict(model, dictionary, coco, size, dev, silent=True, scenes=("solo",),
                      progress=progress) if coco.scenes("solo") else None
     table = score(coco, preds, classes, match, settings_from(eval_cfg), silent)
     table["model"]["nmi"] = float(ck["nmi"])
@@ -103,8 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", type=Path, help="write the table as JSON here")
     p.add_argument("--markdown", type=Path, help="write the table as markdown here")
     p.add_argument("--device", default="cpu")
-    for f in EvalConfig.__dataclass_fields__:
-        p.add_argument(f"--{f.replace('_', '-')}", type=float if f != "figure_examples" else int, default=None)
+    for f in dataclasses.fields(EvalConfig):
+        p.add_argument(f"--{f.name.replace('_', '-')}", type={"int": int}.get(str(f.type), float), default=None)
     args = p.parse_args(argv)
     ckpt = args.checkpoint / "model.pt" if args.checkpoint.is_dir() else args.checkpoint
     try:

@@ -30,7 +30,7 @@ from training import distributed as du
 from training import stage_one, stage_two
 from training.checkpoint import CheckpointError
 from training.config import (RunConfig, add_override_arguments, apply_overrides, check_config,
-                             collect_overrides, load_config, preset, save_config)
+                             collect_overrides, inference_size, load_config, preset, save_config)
 from training.data.synth import SynthConfig, SynthMusic, contact_sheet, scene_seed, write_split
 from training.evaluate import evaluate, load_model, predict
 from training.metrics_log import MetricsLog
@@ -210,14 +210,15 @@ def write_run_report(cfg: RunConfig, run_dir: Path, model_path: Path, test_dir: 
     # the paper's Figure 1 kinds where the split has them, else whatever kinds it holds
     kinds = tuple(k for k in ("mosaic", "duet", "solo_distractor", "offscreen") if coco.scenes(k)) \
         or tuple(dict.fromkeys(im.scene for im in coco.images if im.scene))
-    preds = predict(model, ck["dictionary"].to(device), coco, cfg.data.image_size, device, scenes=kinds,
+    preds = predict(model, ck["dictionary"].to(device), coco, inference_size(cfg), device, scenes=kinds,
                     progress=False)
     match = ClusterMatch.from_cluster_to_class(ck["cluster_to_class"].numpy(), len(ck["classes"]),
                                                ck["affinity"].numpy())
     figure_grid(coco, preds, list(ck["classes"]), match, run_dir / "figure.png", kinds,
                 per_kind=max(1, cfg.eval.figure_examples // len(kinds)), softmax_scale=cfg.eval.softmax_scale)
     lines = [f"# Run report: {run_dir.name} (preset `{cfg.preset}`)", "",
-             f"Image size {cfg.data.image_size} px, K = {cfg.model.num_clusters}, visual init `{cfg.visual_init}`, "
+             f"Image size {cfg.data.image_size} px in training, {inference_size(cfg)} px in evaluation and export, "
+             f"K = {cfg.model.num_clusters}, visual init `{cfg.visual_init}`, "
              f"alternating optimisation {'on' if cfg.stage_one.alternate else 'off'}, stage-two round {ck['round']}.",
              "", "## Evaluation (fixed SynthMUSIC test split)", "", markdown_table(table), "",
              "## Wall time per step (s)", "", "| step | seconds |", "|---|---:|",
