@@ -356,7 +356,8 @@ def bundle_info(root: Path, verify: bool = True) -> dict[str, Any]:
     return {
         "bundle": str(b.root), "format_version": m.format_version, "created": m.created,
         "source": m.source, "classes": list(m.classes), "num_clusters": m.num_clusters,
-        "image_size": m.preprocessing.image_size, "feature_hw": m.model.get("feature_hw"),
+        "image_size": m.preprocessing.image_size, "train_image_size": m.model.get("train_image_size"),
+        "feature_hw": m.model.get("feature_hw"),
         "preset": m.model.get("preset"), "rules": Rules.from_postprocessing(p).to_dict(),
         "calibrated": p.in_view_threshold is not None, "calibration": p.calibration,
         "variants": variants,
@@ -379,7 +380,9 @@ def cmd_info(args: argparse.Namespace) -> int:
         f"bundle      {info['bundle']} (format {info['format_version']}, created {info['created']})",
         f"source      {info['source'].get('checkpoint', '?')} (preset {info['preset']})",
         f"classes     {len(info['classes'])}: {', '.join(info['classes'])}",
-        f"model       image {info['image_size']} px, feature map {info['feature_hw']}, K = {info['num_clusters']}",
+        f"model       image {info['image_size']} px"
+        f"{f' (trained at {t} px)' if (t := info['train_image_size']) and t != info['image_size'] else ''}, "
+        f"feature map {info['feature_hw']}, K = {info['num_clusters']}",
         f"rules       in view: av_score >= {r['in_view_threshold']:.3f}"
         f"{' (calibrated)' if info['calibrated'] else ' (not calibrated: evaluation threshold)'}; "
         f"audio gate {r['audio_gate_db']:.1f} dBFS; class probability >= {r['class_threshold']:.2f}; "

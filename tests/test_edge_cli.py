@@ -105,6 +105,7 @@ def test_info(smoke_bundle, capsys):
     assert _cli("info", "--model", smoke_bundle) == 0
     text = capsys.readouterr().out
     assert "accordion, banjo" in text and "(calibrated)" in text and "int8" in text and "CPUExecutionProvider" in text
+    assert "image 64 px, feature map [4, 4], K = 11" in text  # trained at the size it runs at
     assert _cli("info", "--model", smoke_bundle, "--json", "--no-verify") == 0
     info = json.loads(capsys.readouterr().out)
     assert info["calibrated"] and set(info["variants"]) == {"fp32", "fp16", "int8", "int8-cpu"}

@@ -25,6 +25,7 @@ from avsl_edge import bundle as B
 from avsl_edge import tensorrt_engine as T
 from export import quantize
 from avsl_edge.backends import CPU_EP, OnnxRuntimeBackend
+from avsl_edge.cli import main as cli_main
 from export.to_onnx import OPSET, AudioGraph, HeadGraph, ImageGraph, Samples, export_run, load_run, load_samples
 from training.checkpoint import save_checkpoint
 from training.config import preset, to_dict
@@ -169,7 +170,7 @@ def test_onnx_pipeline_reproduces_the_pytorch_evaluation(bundle_dir, run_dir, sp
         assert value == pytest.approx(torch_table[key], abs=1e-6), key
 
 
-def test_a_larger_inference_size_reaches_the_bundle_and_the_evaluation(run_dir, split, tmp_path):
+def test_a_larger_inference_size_reaches_the_bundle_and_the_evaluation(run_dir, split, tmp_path, capsys):
     """--eval.image_size 96 on a model trained at 64 px: the bundle takes 96 px frames (6x6 maps),
     records both sizes, and its fp32 scores are PyTorch's evaluation at 96 px."""
     ck = torch.load(run_dir / "model.pt", weights_only=True)
@@ -183,6 +184,8 @@ def test_a_larger_inference_size_reaches_the_bundle_and_the_evaluation(run_dir, 
     m = B.load_bundle(bundle).manifest
     assert m.preprocessing.image_size == 96 and m.model["train_image_size"] == IMAGE_SIZE
     assert m.model["feature_hw"] == [6, 6]
+    assert cli_main(["info", "--model", str(bundle), "--no-verify"]) == 0
+    assert "image 96 px (trained at 64 px), feature map [6, 6]" in capsys.readouterr().out
     torch_table = evaluate(big / "model.pt", split, progress=False)["model"]
     assert torch_table != evaluate(run_dir / "model.pt", split, progress=False)["model"]
     for key, value in m.variants["fp32"].report["eval"]["model"].items():
