@@ -12,7 +12,9 @@ The rules, each a pure function below:
   ``solo_distractor``, ``duet``, ``mosaic``) and scenes whose sound comes from off screen
   (negatives: ``offscreen``), among the thresholds that declare at most ``max_fpr`` (2 %) of the
   off-screen scenes "sounding in view"; ties go to the higher threshold. Off-screen sound is meant
-  to light nothing, so specificity is a constraint, not a trade.
+  to light nothing, so specificity is a constraint, not a trade. The bound needs at least
+  ``1 / max_fpr`` off-screen scenes (the export renders 250): with fewer it allows none, and the
+  report warns (:func:`fpr_resolution_warnings`).
 * ``audio_gate_db`` (:func:`fit_audio_gate`): 20 dB below the quietest calibration clip's RMS
   level, kept within [-60, -40] dBFS, so every instrument clip passes and a silent room (digital
   silence, or room noise well below the music) does not.
@@ -28,6 +30,7 @@ The rules, each a pure function below:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -104,6 +107,16 @@ def in_view_warnings(fit: ThresholdFit, max_fpr: float) -> list[str]:
             f"(balanced accuracy {fit.balanced_accuracy:.2f}); this model's av_score barely tells them apart, so "
             "it will light almost nothing. Override it (avsl-edge live --in-view-threshold X, "
             "Localizer.with_rules(in_view_threshold=X)) at the cost of lighting off-screen sound, or train longer"]
+
+
+def fpr_resolution_warnings(n_negatives: int, max_fpr: float) -> list[str]:
+    """A false-positive bound that fewer than ``1 / max_fpr`` negatives cannot resolve: it then
+    allows no false positive at all, and the threshold sits above the highest negative score."""
+    if max_fpr <= 0 or n_negatives * max_fpr >= 1.0:  # max_fpr 0 asks for no false positive on purpose
+        return []
+    return [f"only {n_negatives} off-screen scenes: an off-screen false-positive rate of at most "
+            f"{100 * max_fpr:g} % allows none of them, so the in-view threshold sits above the highest of their "
+            f"scores; calibrate on at least {math.ceil(1 / max_fpr)} of them"]
 
 
 def fit_audio_gate(levels_db: Sequence[float], margin_db: float = 20.0, floor_db: float = -60.0,
@@ -218,6 +231,6 @@ def calibrate(localizer: "Localizer", scenes: Sequence[CalibrationScene], max_fp
         "source": source, "scenes": len(scenes), "max_fpr": max_fpr,
         "in_view": {"tpr": fit.tpr, "fpr": fit.fpr, "balanced_accuracy": fit.balanced_accuracy},
         "class_f1": cls_f1, "box_hit_rate": box_rate, "quietest_clip_db": float(min(levels)), "per_kind": per_kind,
-        "warnings": in_view_warnings(fit, max_fpr),
+        "warnings": fpr_resolution_warnings(len(neg), max_fpr) + in_view_warnings(fit, max_fpr),
     }
     return Calibration(fit.threshold, gate, cls_t, box_tau, report)

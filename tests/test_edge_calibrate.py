@@ -8,7 +8,7 @@ import pytest
 
 from avsl_edge.bundle import load_bundle
 from avsl_edge.calibrate import (BOX_GRID, f1, fit_audio_gate, fit_box_tau, fit_class_threshold, fit_in_view_threshold,
-                                 in_view_warnings, named, union_box)
+                                 fpr_resolution_warnings, in_view_warnings, named, union_box)
 from avsl_edge.localizer import Rules
 
 
@@ -38,6 +38,24 @@ def test_a_threshold_that_hides_most_sounding_scenes_comes_with_a_warning():
     assert weak.tpr < 0.1 and f"{weak.threshold:.3f}" in warning and "--in-view-threshold" in warning
 
 
+def test_too_few_offscreen_scenes_for_the_false_positive_bound_come_with_a_warning():
+    assert fpr_resolution_warnings(250, 0.02) == [] and fpr_resolution_warnings(50, 0.02) == []
+    (warning,) = fpr_resolution_warnings(48, 0.02)
+    assert warning.startswith("only 48 off-screen scenes") and "at least 50" in warning
+    assert fpr_resolution_warnings(10, 0.0) == []  # no false positive at all, asked for on purpose
+
+
+def test_the_export_calibrates_on_enough_offscreen_scenes_for_its_bound():
+    from export.calibrate import NEGATIVE_SCENES, calibration_scenes
+
+    scenes = calibration_scenes(per_kind=2, negatives=5)
+    kinds = [s.kind for s in scenes]
+    assert kinds[:5] == ["solo", "solo_distractor", "duet", "mosaic", "offscreen"]
+    assert kinds.count("offscreen") == 5 and kinds.count("solo") == 2
+    assert all(not s.sounding and not s.boxes and s.audio.any() for s in scenes if s.kind == "offscreen")
+    assert NEGATIVE_SCENES * 0.02 >= 5
+
+
 def test_audio_gate_sits_below_the_quietest_clip_within_bounds():
     assert fit_audio_gate([-25.0, -18.0]) == -45.0
     assert fit_audio_gate([-12.0]) == -40.0     # never above -40 dBFS
@@ -63,7 +81,8 @@ def test_the_export_stores_calibrated_rules(smoke_bundle):
     p = load_bundle(smoke_bundle, verify=False).manifest.postprocessing
     assert p.in_view_threshold is not None and -60.0 <= p.audio_gate_db <= -40.0 and p.box_tau in BOX_GRID
     report = p.calibration
-    assert report["in_view"]["fpr"] <= report["max_fpr"] and report["scenes"] >= 5 * 40
+    assert report["in_view"]["fpr"] <= report["max_fpr"] and report["scenes"] >= 4 * 40 + 250
+    assert report["per_kind"]["offscreen"]["n"] == 250
     assert set(report["per_kind"]) == {"solo", "solo_distractor", "duet", "mosaic", "offscreen"}
     assert isinstance(report["warnings"], list)
     rules = Rules.from_postprocessing(p)
