@@ -93,13 +93,13 @@ def test_bad_options_are_usage_errors(tmp_path: Path, capsys):
     assert e.value.code == 2
 
 
-def test_evaluate_runs_the_model_at_the_asked_input_size(smoke_run: Path, capsys):
+def test_evaluate_runs_the_model_at_the_asked_input_size(smoke_run: Path, tmp_path: Path, capsys):
     from training.evaluate import main as evaluate_main
 
     data = str(smoke_run / "data" / "test")
     assert evaluate_main(["--checkpoint", str(smoke_run), "--data", data, "--image-size", "96",
-                          "--json", str(smoke_run.parent / "e96.json")]) == 0
-    at_96 = json.loads((smoke_run.parent / "e96.json").read_text())["table"]["model"]
+                          "--json", str(tmp_path / "e96.json")]) == 0
+    at_96 = json.loads((tmp_path / "e96.json").read_text())["table"]["model"]
     assert at_96 != json.loads((smoke_run / "eval.json").read_text())["table"]["model"]
     capsys.readouterr()
     assert evaluate_main(["--checkpoint", str(smoke_run), "--data", data, "--image-size", "16"]) == 2
