@@ -26,7 +26,8 @@ from avsl_edge import tensorrt_engine as T
 from export import quantize
 from avsl_edge.backends import CPU_EP, OnnxRuntimeBackend
 from avsl_edge.cli import main as cli_main
-from export.to_onnx import OPSET, AudioGraph, HeadGraph, ImageGraph, Samples, export_run, load_run, load_samples
+from export.to_onnx import (OPSET, AudioGraph, HeadGraph, ImageGraph, Samples, export_graph, export_run, load_run,
+                            load_samples, parity)
 from training.checkpoint import save_checkpoint
 from training.config import preset, to_dict
 from training.data.classes import CLASSES
@@ -159,6 +160,27 @@ def test_onnxruntime_matches_pytorch_on_synthmusic(bundle_dir, run_dir, samples,
     }
     assert set(diffs) == {*B.AUDIO_OUTPUTS, *B.IMAGE_OUTPUTS, *B.HEAD_OUTPUTS}
     assert max(diffs.values()) < 1e-4, diffs
+
+
+def test_the_cosine_class_head_exports_and_matches_pytorch(samples, tmp_path):
+    """--model.similarity cosine adds two L2 normalisations to the head graph; ONNX Runtime agrees."""
+    from training.model import ModelConfig, StageTwo
+
+    torch.manual_seed(1)
+    model = StageTwo(ModelConfig(num_clusters=K, similarity="cosine", obj_affine_scale=20.0)).eval()
+    head = HeadGraph(model, 3.0).eval()
+    with torch.no_grad():
+        v_fea, v_emb = ImageGraph(model)(torch.from_numpy(samples.images))
+        a_emb, _ = AudioGraph(model)(torch.from_numpy(samples.waveforms))
+    dictionary = 7.0 * torch.rand(K, 512)  # keys of unequal length, like a real dictionary
+    feeds = {"v_fea": v_fea.numpy(), "v_emb": v_emb.numpy(), "a_emb": a_emb.numpy(), "dictionary": dictionary.numpy()}
+    ins, outs = B.GRAPH_IO[B.HEAD]
+    path = export_graph(head, tuple(torch.from_numpy(v[:2]) if n != "dictionary" else torch.from_numpy(v)
+                                    for n, v in feeds.items()), ins, outs, ("v_fea", "v_emb", "a_emb"),
+                        tmp_path / "head.onnx")
+    report = parity(head, path, feeds, threads=1)
+    assert all(r["max_abs_diff"] <= r["tolerance"] for r in report.values()), report
+    assert report["class_maps"]["max_abs_ref"] <= 20.0 + 1e-4  # |a * cos| with a = 20 and av_map <= 1
 
 
 def test_onnx_pipeline_reproduces_the_pytorch_evaluation(bundle_dir, run_dir, split):

@@ -429,6 +429,32 @@ def test_class_aware_head_gating_and_gap():
         ClassAwareHead(gate=False)(v_fea, torch.zeros(3, 5))
 
 
+def test_cosine_class_head_ignores_how_long_a_dictionary_key_is():
+    # position 0 points along key 0; key 1 is a long, slanted key that wins the raw dot product
+    v_fea = torch.tensor([[1.0, 0.0], [0.0, 1.0]]).reshape(1, 2, 1, 2)  # (1, C=2, 1, 2): two positions
+    dictionary = torch.tensor([[1.0, 0.0], [6.0, 8.0]])
+    dot = ClassAwareHead(gate=False)(v_fea, dictionary).class_maps
+    assert dot[0, :, 0, 0].argmax() == 1  # the raw dot product (method.md 4.1) picks the long key
+    head = ClassAwareHead(gate=False, similarity="cosine", obj_affine_scale=20.0)
+    cos = head(v_fea, dictionary).class_maps
+    torch.testing.assert_close(cos[0, :, 0, :], 20.0 * torch.tensor([[1.0, 0.0], [0.6, 0.8]]))
+    assert cos[0, :, 0, 0].argmax() == 0
+    torch.testing.assert_close(head(v_fea, dictionary * torch.tensor([[3.0], [0.1]])).class_maps, cos)
+    torch.testing.assert_close(head(5.0 * v_fea, dictionary).class_maps, cos)
+    with pytest.raises(ValueError, match="similarity must be 'dot' or 'cosine'"):
+        ClassAwareHead(similarity="l2")
+
+
+def test_stage_two_builds_its_class_head_from_the_config():
+    two = StageTwo(ModelConfig(num_clusters=3, similarity="cosine", obj_affine_scale=20.0))
+    assert two.class_aware.similarity == "cosine" and two.class_aware.affine.weight.item() == 20.0
+    assert StageTwo(ModelConfig(num_clusters=3)).class_aware.similarity == "dot"
+    with pytest.raises(ValueError, match="similarity"):
+        ModelConfig(similarity="euclid")
+    with pytest.raises(ValueError, match="obj_affine_scale must be a positive number"):
+        ModelConfig(obj_affine_scale=0.0)
+
+
 def test_scalar_affine_is_the_original_conv3d():
     affine = ScalarAffine("default")
     assert -1 <= affine.weight.item() <= 1 and -1 <= affine.bias.item() <= 1

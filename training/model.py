@@ -20,7 +20,12 @@ Decisions worth knowing (all documented again where they live):
 * The number of clusters K is a parameter everywhere (B1); ``ClassAwareHead`` infers it from the
   dictionary it is given.
 * The stage-two scalar affine ``a*S + b`` starts at a=1, b=0 by default (B17, a documented deviation);
-  ``obj_affine_init="default"`` restores PyTorch's Conv3d init U(-1, 1).
+  ``obj_affine_init="default"`` restores PyTorch's Conv3d init U(-1, 1), ``obj_affine_scale`` sets
+  another starting a.
+* ``similarity="dot"`` (default) is §4.1's raw dot product S = <v_fea, D_k>. ``"cosine"`` (a documented
+  deviation) L2-normalises both sides first: a dictionary key is a masked mean divided by h*w (B13),
+  so its norm grows with the mask area of its cluster, and under the raw dot product the clusters
+  with the largest keys win the per-position argmax whatever the object.
 * ``object_features`` reproduces the original mask dilation exactly, including its border quirk, and
   divides by h*w rather than by the mask area (B13).
 * The KL term is the legacy ``reduce=True`` mean over all B*K elements (B16).
@@ -61,6 +66,8 @@ class ModelConfig:
     embed_dim: int = 128  # audio/visual embedding size used by the cosine map
     fusion_init: float = 5.0  # initial value of the scalar 1x1 fusion conv (av_map = sigmoid(w*cos))
     obj_affine_init: Literal["identity", "default"] = "identity"  # stage-two a*S+b: a=1,b=0 (B17) or U(-1,1)
+    obj_affine_scale: float = 1.0  # the starting a of obj_affine_init="identity" (b starts at 0)
+    similarity: Literal["dot", "cosine"] = "dot"  # stage-two S: raw dot product (§4.1) or cosine
     gate: bool = True  # stage two: M <- M * av_map (the original `minimize=True`)
     # log-mel front end (§1.3)
     sample_rate: int = 16000
@@ -81,6 +88,10 @@ class ModelConfig:
             raise ValueError(
                 f"ModelConfig.obj_affine_init must be 'identity' or 'default', got {self.obj_affine_init!r}"
             )
+        if not (math.isfinite(self.obj_affine_scale) and self.obj_affine_scale > 0):
+            raise ValueError(f"ModelConfig.obj_affine_scale must be a positive number, got {self.obj_affine_scale!r}")
+        if self.similarity not in ("dot", "cosine"):
+            raise ValueError(f"ModelConfig.similarity must be 'dot' or 'cosine', got {self.similarity!r}")
         if self.power not in (1.0, 2.0):
             raise ValueError(f"ModelConfig.power must be 1.0 (magnitude) or 2.0 (power), got {self.power!r}")
         if self.n_fft < 2 or self.hop_length < 1 or self.n_mels < 1:
@@ -396,13 +407,13 @@ class ScalarAffine(nn.Module):
     """y = a * x + b with two scalar parameters.
 
     This is exactly the original ``Conv3d(1, 1, kernel_size=1)`` applied over a dummy channel axis:
-    one weight and one bias shared by every class and position. init="identity" gives a=1, b=0
-    (the default, B17). init="default" gives Conv3d's default init, a, b ~ U(-1, 1) (fan_in = 1).
+    one weight and one bias shared by every class and position. init="identity" gives a=scale
+    (1 by default), b=0 (B17). init="default" gives Conv3d's default init, a, b ~ U(-1, 1) (fan_in = 1).
     """
 
-    def __init__(self, init: Literal["identity", "default"] = "identity") -> None:
+    def __init__(self, init: Literal["identity", "default"] = "identity", scale: float = 1.0) -> None:
         super().__init__()
-        self.weight = nn.Parameter(torch.ones(()))
+        self.weight = nn.Parameter(torch.full((), float(scale)))
         self.bias = nn.Parameter(torch.zeros(()))
         if init == "default":
             nn.init.uniform_(self.weight, -1.0, 1.0)
@@ -423,16 +434,21 @@ class ClassAwareHead(nn.Module):
     """Stage two (§4.1): class maps M from the raw v_fea and the fixed object dictionary D (K, 512).
 
     S[b,k] = <v_fea[b,:,y,x], D[k]> with no normalisation: einsum("bchw,kc->bkhw"), written as a
-    matmul because TensorRT runs MatMul everywhere. M = a*S + b. If ``gate``: M = M * av_map,
+    matmul because TensorRT runs MatMul everywhere. ``similarity="cosine"``: both sides are
+    L2-normalised first (every position of v_fea over its 512 channels, every key). M = a*S + b. If ``gate``: M = M * av_map,
     broadcast over K. sounding_objects = GAP(M). K comes from the dictionary, which is an input and
     not a parameter (no gradient reaches it). ``gate`` is a plain attribute, so a training loop can
     switch it off for a warm-up.
     """
 
-    def __init__(self, obj_affine_init: Literal["identity", "default"] = "identity", gate: bool = True) -> None:
+    def __init__(self, obj_affine_init: Literal["identity", "default"] = "identity", gate: bool = True,
+                 similarity: Literal["dot", "cosine"] = "dot", obj_affine_scale: float = 1.0) -> None:
         super().__init__()
-        self.affine = ScalarAffine(obj_affine_init)
+        if similarity not in ("dot", "cosine"):
+            raise ValueError(f"ClassAwareHead similarity must be 'dot' or 'cosine', got {similarity!r}")
+        self.affine = ScalarAffine(obj_affine_init, obj_affine_scale)
         self.gate = gate
+        self.similarity = similarity
 
     def forward(self, v_fea: Tensor, dictionary: Tensor, av_map: Tensor | None = None) -> ClassAwareOutput:
         if dictionary.dim() != 2 or dictionary.shape[1] != v_fea.shape[1]:
@@ -441,6 +457,8 @@ class ClassAwareHead(nn.Module):
                 f"got {tuple(dictionary.shape)}"
             )
         b, c, h, w = v_fea.shape
+        if self.similarity == "cosine":
+            v_fea, dictionary = F.normalize(v_fea, dim=1, eps=1e-12), F.normalize(dictionary, dim=1, eps=1e-12)
         s = torch.matmul(dictionary, v_fea.reshape(b, c, h * w)).reshape(b, dictionary.shape[0], h, w)
         m = self.affine(s)
         if self.gate:
@@ -554,7 +572,8 @@ class StageTwo(nn.Module):
         self.image = ImageBranch(self.config)
         self.audio = AudioBranch(self.config)
         self.localization = LocalizationHead(self.config.fusion_init)
-        self.class_aware = ClassAwareHead(self.config.obj_affine_init, self.config.gate)
+        self.class_aware = ClassAwareHead(self.config.obj_affine_init, self.config.gate, self.config.similarity,
+                                          self.config.obj_affine_scale)
 
     @classmethod
     def from_stage_one(cls, state_dict: Mapping[str, Tensor], config: ModelConfig | None = None) -> StageTwo:
