@@ -211,11 +211,23 @@ def test_stage_two_can_train_the_class_head_alone(tmp_path: Path):
 def test_choice_options_are_checked_before_anything_runs(tmp_path: Path, capsys):
     for option, value in (("--stage_two.trainable", "everything"), ("--stage_one.objective", "triplets"),
                           ("--stage_one.mask_relative", "1.5"), ("--stage_one.mosaic_prob", "-0.1"),
-                          ("--stage_one.lr_schedule", "linear"), ("--stage_one.lr_min_ratio", "2")):
+                          ("--stage_one.lr_schedule", "linear"), ("--stage_one.lr_min_ratio", "2"),
+                          ("--model.similarity", "euclid"), ("--model.obj_affine_init", "zeros"),
+                          ("--model.obj_affine_scale", "0")):
         with pytest.raises(SystemExit) as e:
             pipeline_main([*SMALL, "--out", str(tmp_path / "bad"), option, value])
         assert e.value.code == 2 and option in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
+
+
+def test_the_class_head_options_reach_the_config():
+    from training.config import apply_overrides, preset
+
+    cfg = apply_overrides(preset("paper"), {"model.similarity": "cosine", "model.obj_affine_scale": "20",
+                                            "model.obj_affine_init": "default"})
+    assert (cfg.model.similarity, cfg.model.obj_affine_scale, cfg.model.obj_affine_init) == ("cosine", 20.0, "default")
+    assert preset("paper").model.similarity == "dot"  # method.md 4.1; the cpu preset compares cosines
+    assert preset("cpu").model.similarity == "cosine"
 
 
 def test_resume_cannot_switch_the_lr_schedule_of_a_started_stage_one(tmp_path: Path, capsys):
