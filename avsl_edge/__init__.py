@@ -41,7 +41,7 @@ __all__ = [
 def load(model: str | os.PathLike | None = None, backend: str = "auto", providers: list[Any] | None = None,
          variant: str | None = None, *, intra_op_threads: int = 0, inter_op_threads: int = 0,
          io_binding: bool | None = None, device_id: int = 0, verify: bool = True, keep_image: bool = True,
-         **rules: float) -> Localizer:
+         **rules: float | str) -> Localizer:
     """A :class:`Localizer` for a bundle.
 
     model: a bundle folder; None = ``$AVSL_EDGE_MODEL``, else the bundle the last
@@ -53,7 +53,8 @@ def load(model: str | os.PathLike | None = None, backend: str = "auto", provider
     variant: "fp32" (default), "fp16", "int8" (symmetric QDQ, the TensorRT form) or "int8-cpu" (uint8
         activations: the fast one on a CPU with ONNX Runtime; bundles exported before it lack it).
     verify: check every file's sha256 against the manifest (a corrupt bundle is a BundleError).
-    rules: overrides of :class:`Rules` (in_view_threshold, audio_gate_db, class_threshold, box_tau).
+    rules: overrides of :class:`Rules` (in_view_threshold, in_view_score, audio_gate_db, class_threshold,
+        box_tau).
 
     >>> loc = avsl_edge.load("runs/cpu/bundle", variant="int8-cpu", intra_op_threads=2)  # doctest: +SKIP
     """

@@ -158,7 +158,8 @@ class Postprocessing:
     duet_tau: float = 0.2
     nsa_threshold: float = 0.2
     # The edge Localizer's decisions (avsl_edge.localizer.Rules); optional, so older bundles load.
-    in_view_threshold: float | None = None  # calibrated av_score threshold (None: sounding_threshold)
+    in_view_threshold: float | None = None  # calibrated in-view threshold (None: sounding_threshold)
+    in_view_score: str | None = None        # what it applies to: av_score | presence (None: av_score)
     audio_gate_db: float = -50.0            # audio RMS (dBFS) below this: silence, nothing sounding
     class_threshold: float = 0.25           # audio class probability that names a class
     box_tau: float = 0.5                    # box: av map > box_tau x its max in the class's part (calibrated)

@@ -7,14 +7,17 @@ Anyone can recalibrate on their own labelled scenes the same way.
 
 The rules, each a pure function below:
 
-* ``in_view_threshold`` (:func:`fit_in_view_threshold`): the av_score threshold that maximises the
-  balanced accuracy between scenes with a sounding instrument in view (positives: ``solo``,
+* ``in_view_score`` and ``in_view_threshold`` (:func:`fit_in_view_threshold`,
+  :func:`choose_in_view_score`): for each in-view score (``av_score``, the av map's max, and
+  ``presence``, the heard cluster's :func:`avsl_edge.localizer.class_presence`) the threshold that
+  maximises the balanced accuracy between scenes with a sounding instrument in view (positives: ``solo``,
   ``solo_distractor``, ``duet``, ``mosaic``) and scenes whose sound comes from off screen
   (negatives: ``offscreen``), among the thresholds that declare at most ``max_fpr`` (2 %) of the
   off-screen scenes "sounding in view"; ties go to the higher threshold. Off-screen sound is meant
   to light nothing, so specificity is a constraint, not a trade. The bound needs at least
   ``1 / max_fpr`` off-screen scenes (the export renders 250): with fewer it allows none, and the
-  report warns (:func:`fpr_resolution_warnings`).
+  report warns (:func:`fpr_resolution_warnings`). The score whose fit has the higher balanced
+  accuracy is kept (ties: av_score, the method's own).
 * ``audio_gate_db`` (:func:`fit_audio_gate`): 20 dB below the quietest calibration clip's RMS
   level, kept within [-60, -40] dBFS, so every instrument clip passes and a silent room (digital
   silence, or room noise well below the music) does not.
@@ -37,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .localizer import audio_window
+from .localizer import IN_VIEW_SCORES, audio_window
 from .result import Box
 
 if TYPE_CHECKING:
@@ -93,18 +96,28 @@ def fit_in_view_threshold(positives: Sequence[float], negatives: Sequence[float]
     return ThresholdFit(float(cands[i]), float(tpr[i]), float(fpr[i]), float(ba[i]))
 
 
+def choose_in_view_score(fits: dict[str, ThresholdFit]) -> str:
+    """The in-view score whose fit has the highest balanced accuracy; ties go to the earlier one of
+    IN_VIEW_SCORES (av_score first)."""
+    if not fits or set(fits) - set(IN_VIEW_SCORES):
+        raise ValueError(f"need fits of scores among {IN_VIEW_SCORES}, got {sorted(fits)}")
+    order = [k for k in IN_VIEW_SCORES if k in fits]
+    best = max(fits[k].balanced_accuracy for k in order)
+    return next(k for k in order if fits[k].balanced_accuracy >= best - 1e-12)
+
+
 MIN_USEFUL_TPR = 0.5  # below this the in-view rule hides most sounding instruments: say so
 
 
-def in_view_warnings(fit: ThresholdFit, max_fpr: float) -> list[str]:
+def in_view_warnings(fit: ThresholdFit, max_fpr: float, score: str = "av_score") -> list[str]:
     """What a user of the bundle should know about a fitted in-view threshold: a model whose
-    av_score cannot keep off-screen sound dark without also hiding most sounding instruments
+    in-view score cannot keep off-screen sound dark without also hiding most sounding instruments
     (true-positive rate < MIN_USEFUL_TPR) gets a threshold that lights almost nothing."""
     if fit.tpr >= MIN_USEFUL_TPR:
         return []
-    return [f"in_view_threshold {fit.threshold:.3f}: keeping at most {100 * max_fpr:.0f} % of off-screen scenes "
-            f"dark declares only {100 * fit.tpr:.0f} % of the scenes with a sounding instrument in view "
-            f"(balanced accuracy {fit.balanced_accuracy:.2f}); this model's av_score barely tells them apart, so "
+    return [f"in_view_threshold {fit.threshold:.3f} on {score}: keeping at most {100 * max_fpr:.0f} % of off-screen "
+            f"scenes dark declares only {100 * fit.tpr:.0f} % of the scenes with a sounding instrument in view "
+            f"(balanced accuracy {fit.balanced_accuracy:.2f}); this model's {score} barely tells them apart, so "
             "it will light almost nothing. Override it (avsl-edge live --in-view-threshold X, "
             "Localizer.with_rules(in_view_threshold=X)) at the cost of lighting off-screen sound, or train longer"]
 
@@ -179,10 +192,12 @@ class Calibration:
     class_threshold: float
     box_tau: float
     report: dict[str, Any] = field(default_factory=dict)
+    in_view_score: str = "av_score"
 
     def postprocessing(self) -> dict[str, Any]:
         """The manifest ``postprocessing`` fields this calibration sets."""
-        return {"in_view_threshold": self.in_view_threshold, "audio_gate_db": self.audio_gate_db,
+        return {"in_view_score": self.in_view_score, "in_view_threshold": self.in_view_threshold,
+                "audio_gate_db": self.audio_gate_db,
                 "class_threshold": self.class_threshold, "box_tau": self.box_tau, "calibration": self.report}
 
 
@@ -193,14 +208,16 @@ def calibrate(localizer: "Localizer", scenes: Sequence[CalibrationScene], max_fp
     kinds = {s.kind for s in scenes}
     if not kinds & set(POSITIVE_KINDS) or not kinds & set(NEGATIVE_KINDS):
         raise ValueError(f"calibration needs scenes of {POSITIVE_KINDS} and {NEGATIVE_KINDS}, got {sorted(kinds)}")
-    scores, probs, levels = [], [], []
+    scores: dict[str, list[float]] = {k: [] for k in IN_VIEW_SCORES}
+    probs, levels = [], []
     box_hits: dict[float, list[bool]] = {t: [] for t in BOX_GRID}
     for start in range(0, len(scenes), batch_size):
         chunk = scenes[start:start + batch_size]
         x = np.concatenate([localizer.preprocess(s.image, rgb=True)[0] for s in chunk])
         windows = [audio_window(s.audio, 16000) for s in chunk]
         out = localizer.backend(x, np.stack([w for w, _ in windows]))
-        scores += [float(v) for v in out["av_score"]]
+        scores["av_score"] += [float(v) for v in out["av_score"]]
+        scores["presence"] += [float(v) for v in localizer.presence(out["v_fea"], out["audio_probs"])]
         probs += list(localizer.class_probs(out["audio_probs"]))
         levels += [lv for _, lv in windows]
         for s, cp, av in zip(chunk, out["class_probs"], out["av_map"]):
@@ -214,23 +231,28 @@ def calibrate(localizer: "Localizer", scenes: Sequence[CalibrationScene], max_fp
                     box_hits[t].append(b is not None and Box(c, 1.0, *b).iou(truth) >= 0.5)
     pos = [i for i, s in enumerate(scenes) if s.kind in POSITIVE_KINDS]
     neg = [i for i, s in enumerate(scenes) if s.kind in NEGATIVE_KINDS]
-    fit = fit_in_view_threshold([scores[i] for i in pos], [scores[i] for i in neg], max_fpr)
+    fits = {k: fit_in_view_threshold([v[i] for i in pos], [v[i] for i in neg], max_fpr) for k, v in scores.items()}
+    chosen = choose_in_view_score(fits)
+    fit = fits[chosen]
     gate = fit_audio_gate(levels)
     truths = [{classes.index(c) for c in scenes[i].sounding} for i in pos]
     cls_t, cls_f1 = fit_class_threshold([probs[i] for i in pos], truths)
     box_tau, box_rate = fit_box_tau(box_hits) if all(box_hits.values()) else (localizer.rules.box_tau, float("nan"))
     per_kind = {k: {"n": sum(s.kind == k for s in scenes),
-                    "declared_in_view": float(np.mean([scores[i] >= fit.threshold
+                    "declared_in_view": float(np.mean([scores[chosen][i] >= fit.threshold
                                                        for i, s in enumerate(scenes) if s.kind == k]))}
                 for k in sorted(kinds)}
     report = {
         "rules": "in_view_threshold: max balanced accuracy (positives " + "/".join(POSITIVE_KINDS) + ", negatives "
-                 + "/".join(NEGATIVE_KINDS) + f") with off-screen false-positive rate <= {max_fpr}; audio_gate_db: "
+                 + "/".join(NEGATIVE_KINDS) + f") with off-screen false-positive rate <= {max_fpr}, on the score ("
+                 + " or ".join(IN_VIEW_SCORES) + ") that reaches the higher one; audio_gate_db: "
                  "quietest clip - 20 dB within [-60, -40]; class_threshold: max mean F1 of the named classes; "
                  "box_tau: most class boxes with IoU >= 0.5",
         "source": source, "scenes": len(scenes), "max_fpr": max_fpr,
-        "in_view": {"tpr": fit.tpr, "fpr": fit.fpr, "balanced_accuracy": fit.balanced_accuracy},
+        "in_view": {"score": chosen, "tpr": fit.tpr, "fpr": fit.fpr, "balanced_accuracy": fit.balanced_accuracy},
+        "in_view_fits": {k: {"threshold": f.threshold, "tpr": f.tpr, "fpr": f.fpr,
+                             "balanced_accuracy": f.balanced_accuracy} for k, f in fits.items()},
         "class_f1": cls_f1, "box_hit_rate": box_rate, "quietest_clip_db": float(min(levels)), "per_kind": per_kind,
-        "warnings": fpr_resolution_warnings(len(neg), max_fpr) + in_view_warnings(fit, max_fpr),
+        "warnings": fpr_resolution_warnings(len(neg), max_fpr) + in_view_warnings(fit, max_fpr, chosen),
     }
-    return Calibration(fit.threshold, gate, cls_t, box_tau, report)
+    return Calibration(fit.threshold, gate, cls_t, box_tau, report, chosen)

@@ -92,7 +92,7 @@ def add_model_options(p: argparse.ArgumentParser, backend: bool = True) -> None:
                    help="ONNX Runtime inter-op threads (default 0: its default)")
 
 
-def open_localizer(args: argparse.Namespace, **rules: float) -> Any:
+def open_localizer(args: argparse.Namespace, **rules: float | str) -> Any:
     from . import load  # noqa: PLC0415 - the package imports this module lazily
 
     providers = [p.strip() for p in args.providers.split(",") if p.strip()] if args.providers else None
@@ -383,7 +383,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         f"model       image {info['image_size']} px"
         f"{f' (trained at {t} px)' if (t := info['train_image_size']) and t != info['image_size'] else ''}, "
         f"feature map {info['feature_hw']}, K = {info['num_clusters']}",
-        f"rules       in view: av_score >= {r['in_view_threshold']:.3f}"
+        f"rules       in view: {r['in_view_score']} >= {r['in_view_threshold']:.3f}"
         f"{' (calibrated)' if info['calibrated'] else ' (not calibrated: evaluation threshold)'}; "
         f"audio gate {r['audio_gate_db']:.1f} dBFS; class probability >= {r['class_threshold']:.2f}; "
         f"box tau {r['box_tau']:.2f}",

@@ -56,6 +56,7 @@ import cv2
 import numpy as np
 
 from .cli import UsageError, _write_json, add_model_options, open_localizer, register_command
+from .localizer import IN_VIEW_SCORES
 from .overlay import FONT, STYLES, class_colour, scale_of
 from .result import Box, Result
 
@@ -315,8 +316,11 @@ def configure_live(p: argparse.ArgumentParser) -> None:
                         "(default 480; 0: the camera's size); applies to the window and the recording")
     p.add_argument("--camera-size", metavar="WxH", help="ask a live camera for this resolution (e.g. 1280x720)")
     p.add_argument("--in-view-threshold", type=float, metavar="X",
-                   help="override the bundle's calibrated in-view threshold on av_score (0..1; 0 names the "
-                        "heard class whenever the audio gate is open)")
+                   help="override the bundle's calibrated in-view threshold (0..1; 0 names the heard class "
+                        "whenever the audio gate is open)")
+    p.add_argument("--in-view-score", choices=IN_VIEW_SCORES,
+                   help="what the in-view threshold applies to: the av map's max (av_score) or how much the frame "
+                        "shows the heard class (presence); default: the bundle's calibrated choice")
     p.add_argument("--box-tau", type=float, metavar="X",
                    help="override the bundle's calibrated box cut (0..1: a class's box bounds where the av map is "
                         "above X times its max)")
@@ -422,7 +426,8 @@ def cmd_live(args: argparse.Namespace) -> int:
         value = getattr(args, name)
         if value is not None and not 0.0 <= value <= 1.0:
             raise UsageError(f"--{name.replace('_', '-')} must be in [0, 1], got {value}")
-    loc = open_localizer(args, in_view_threshold=args.in_view_threshold, box_tau=args.box_tau)
+    loc = open_localizer(args, in_view_threshold=args.in_view_threshold, in_view_score=args.in_view_score,
+                         box_tau=args.box_tau)
     camera = mic = None
     window = None if args.no_display else LiveWindow(snapshot_dir=args.snapshot_dir)
     try:

@@ -22,9 +22,13 @@ Inputs
 Decisions (:class:`Rules`, from the bundle manifest's ``postprocessing``; each can be overridden):
   1. audio gate: the window's RMS level >= ``audio_gate_db`` dBFS, else nothing is sounding
      (a silent room lights nothing);
-  2. in view: gate open and ``av_score`` (max of the av map) >= ``in_view_threshold``, a
-     threshold calibrated at export on SynthMUSIC scenes (see :mod:`avsl_edge.calibrate`), else
-     nothing is sounding in view (an off-screen sound lights nothing);
+  2. in view: gate open and the in-view score >= ``in_view_threshold``, else nothing is sounding
+     in view (an off-screen sound lights nothing). ``in_view_score`` says which score:
+     ``"av_score"``, the max of the av map, or ``"presence"``, how much the frame shows an object
+     of the heard cluster (:func:`class_presence`: the largest cosine between a position's v_fea
+     and the dictionary key of the audio's most probable cluster). The export calibrates both on
+     SynthMUSIC scenes and keeps the one that separates better (see :mod:`avsl_edge.calibrate`);
+     bundles from before the choice use av_score;
   3. classes: when in view, every class whose audio probability (summed over its clusters) is
      >= ``class_threshold``; the most probable class when none reaches it.
   One box per named class (:func:`avsl_edge.boxes.sounding_boxes`): the av map says where the
@@ -55,8 +59,25 @@ FLOAT_PEAK_LIMIT = 2.0  # float audio is expected in [-1, 1]; louder is taken fo
 SILENCE_DB = -120.0     # the level reported for digital silence
 
 
+IN_VIEW_SCORES: tuple[str, ...] = ("av_score", "presence")
+
+
 class InputError(ValueError):
     """A frame (or other argument) that the localizer cannot use; the message says how to fix it."""
+
+
+def class_presence(v_fea: np.ndarray, dictionary: np.ndarray) -> np.ndarray:
+    """(B, 512, h, w) visual features, (K, 512) dictionary -> (B, K): per cluster, the largest
+    cosine between its key and the feature vector of any position, floored at 0. It says how much
+    the frame shows an object of that cluster, whether or not it sounds."""
+    v = np.asarray(v_fea, np.float32)
+    d = np.asarray(dictionary, np.float32)
+    if v.ndim != 4 or d.ndim != 2 or v.shape[1] != d.shape[1]:
+        raise ValueError(f"class_presence: v_fea (B, C, h, w) and dictionary (K, C), got {v.shape} and {d.shape}")
+    v = v.reshape(v.shape[0], v.shape[1], -1)
+    v = v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
+    d = d / np.maximum(np.linalg.norm(d, axis=1, keepdims=True), 1e-12)
+    return np.maximum(np.einsum("kc,bcp->bkp", d, v).max(axis=2), 0.0)
 
 
 @dataclass(frozen=True)
@@ -67,8 +88,12 @@ class Rules:
     audio_gate_db: float = -50.0
     class_threshold: float = 0.25
     box_tau: float = 0.5
+    in_view_score: str = "av_score"  # which score in_view_threshold applies to (IN_VIEW_SCORES)
 
     def __post_init__(self) -> None:
+        if self.in_view_score not in IN_VIEW_SCORES:
+            raise ValueError(f"Rules.in_view_score must be one of {', '.join(IN_VIEW_SCORES)}, "
+                             f"got {self.in_view_score!r}")
         for name in ("in_view_threshold", "class_threshold", "box_tau"):
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and math.isfinite(v) and 0.0 <= v <= 1.0):
@@ -77,20 +102,21 @@ class Rules:
             raise ValueError(f"Rules.audio_gate_db must be a level in dBFS in [-200, 0], got {self.audio_gate_db!r}")
 
     @classmethod
-    def from_postprocessing(cls, p: Postprocessing, **overrides: float | None) -> "Rules":
+    def from_postprocessing(cls, p: Postprocessing, **overrides: float | str | None) -> "Rules":
         """The manifest's values (a bundle without calibration: ``sounding_threshold`` and defaults)."""
-        values = {
+        values: dict[str, Any] = {
             "in_view_threshold": p.in_view_threshold if p.in_view_threshold is not None else p.sounding_threshold,
             "audio_gate_db": p.audio_gate_db, "class_threshold": p.class_threshold, "box_tau": p.box_tau,
+            "in_view_score": p.in_view_score or "av_score",
         }
         unknown = sorted(set(overrides) - set(values))
         if unknown:
             raise TypeError(f"unknown rule overrides {unknown}; the rules are {sorted(values)}")
-        values.update({k: float(v) for k, v in overrides.items() if v is not None})
+        values.update({k: (v if k == "in_view_score" else float(v)) for k, v in overrides.items() if v is not None})
         return cls(**values)
 
-    def to_dict(self) -> dict[str, float]:
-        return {k: float(v) for k, v in asdict(self).items()}
+    def to_dict(self) -> dict[str, float | str]:
+        return {k: (v if isinstance(v, str) else float(v)) for k, v in asdict(self).items()}
 
 
 @dataclass(frozen=True)
@@ -191,9 +217,10 @@ class Localizer:
         self.box_resolution = int(box_resolution)
         match = bundle.cluster_match()
         self.assignment = match.assignment_matrix().astype(np.float32)  # (C, K)
+        self.dictionary = np.asarray(bundle.dictionary, np.float32)
 
     # ---- configuration
-    def with_rules(self, **overrides: float) -> "Localizer":
+    def with_rules(self, **overrides: float | str) -> "Localizer":
         """A Localizer sharing this one's backend, with some rules replaced."""
         return Localizer(self.bundle, self.backend, replace(self.rules, **overrides), self.keep_image,
                          self.box_resolution)
@@ -251,7 +278,7 @@ class Localizer:
         t0 = time.perf_counter()
         x, a, is_rgb = self.preprocess(frame, rgb)
         speed["preprocess"] = (time.perf_counter() - t0) * 1000.0
-        out = self.backend.frame(x, audio_state.a_emb, timings=speed, features=False)
+        out = self.backend.frame(x, audio_state.a_emb, timings=speed, features=self.rules.in_view_score == "presence")
         t1 = time.perf_counter()
         result = self._decide(out, audio_state, a.shape[:2], speed)
         result.image = a if self.keep_image else None
@@ -266,6 +293,20 @@ class Localizer:
     __call__ = localize
 
     # ---- decisions
+    def presence(self, v_fea: np.ndarray, audio_probs: np.ndarray) -> np.ndarray:
+        """(B,) :func:`class_presence` of each row's heard cluster (the most probable one of its
+        (B, K) ``audio_probs``)."""
+        p = class_presence(v_fea, self.dictionary)
+        heard = np.argmax(np.asarray(audio_probs).reshape(p.shape[0], -1), axis=1)
+        return p[np.arange(p.shape[0]), heard]
+
+    def in_view_scores(self, out: dict[str, np.ndarray], audio_probs: np.ndarray) -> np.ndarray:
+        """(B,) the score ``rules.in_view_threshold`` applies to, from a backend's outputs (with
+        v_fea for "presence")."""
+        if self.rules.in_view_score == "presence":
+            return self.presence(out["v_fea"], audio_probs)
+        return np.asarray(out["av_score"], np.float32).reshape(-1)
+
     def named_classes(self, class_probs: np.ndarray) -> list[int]:
         """Rule 3: classes with probability >= class_threshold, else the most probable one."""
         idx = [int(i) for i in np.argsort(-class_probs) if class_probs[i] >= self.rules.class_threshold]
@@ -276,10 +317,13 @@ class Localizer:
         av = out["av_map"][0, 0].astype(np.float32)
         av_score = float(out["av_score"][0])
         cmaps = self.class_maps(out["class_probs"][0].astype(np.float32))
-        in_view = bool(state.gate_open and av_score >= self.rules.in_view_threshold)
+        presence = float(self.presence(out["v_fea"], state.audio_probs)[0]) if "v_fea" in out else None
+        score = presence if self.rules.in_view_score == "presence" else av_score
+        in_view = bool(state.gate_open and score is not None and score >= self.rules.in_view_threshold)
         named = self.named_classes(state.class_probs) if in_view else []
         result = Result(classes=self.classes, audio_probs=state.class_probs, sounding=tuple(self.classes[i] for i in named),
-                        boxes=[], av_score=av_score, in_view=in_view, gate_open=bool(state.gate_open),
+                        boxes=[], av_score=av_score, presence=presence, in_view=in_view,
+                        gate_open=bool(state.gate_open),
                         audio_db=state.audio_db, frame_size=(int(frame_hw[0]), int(frame_hw[1])), av_map_lowres=av,
                         class_maps_lowres=cmaps, rules=self.rules.to_dict(), speed=speed)
         for i, box in zip(named, self.boxes(av, cmaps[named], frame_hw)):

@@ -11,8 +11,8 @@
     r.speed                    # {'audio': 21.3, 'preprocess': 0.4, 'image': 9.8, 'head': 0.1, 'postprocess': 0.6} (ms)
 
 Decisions (see :class:`avsl_edge.localizer.Rules`): ``gate_open`` (the audio is loud enough),
-``in_view`` (gate open and ``av_score`` >= the calibrated threshold), ``sounding`` (the classes
-named, empty unless ``in_view``).
+``in_view`` (gate open and the in-view score, ``av_score`` or ``presence``, >= the calibrated
+threshold), ``sounding`` (the classes named, empty unless ``in_view``).
 """
 
 from __future__ import annotations
@@ -72,14 +72,15 @@ class Result:
     sounding: tuple[str, ...]        # classes sounding in view (subset of classes)
     boxes: list[Box]                 # one per sounding class
     av_score: float                  # max of the av map
-    in_view: bool                    # gate open and av_score >= rules.in_view_threshold
+    presence: float | None           # the heard cluster's presence (localizer.class_presence), if computed
+    in_view: bool                    # gate open and rules.in_view_score >= rules.in_view_threshold
     gate_open: bool                  # audio level >= rules.audio_gate_db
     audio_db: float                  # RMS level of the audio window, dBFS
     frame_size: tuple[int, int]      # (height, width)
     av_map_lowres: np.ndarray        # (h, w) in [0, 1]
     class_maps_lowres: np.ndarray    # (C, h, w): per class, the class softmax summed over its clusters
                                      # (the evaluation's class maps; with the av map: boxes, heat maps)
-    rules: dict[str, float] = field(default_factory=dict)
+    rules: dict[str, float | str] = field(default_factory=dict)
     speed: dict[str, float] = field(default_factory=dict)   # milliseconds per stage
     image: np.ndarray | None = field(default=None, repr=False)  # the input frame (for plot)
     rgb: bool = False                # colour order of ``image``
@@ -155,11 +156,12 @@ class Result:
             "sounding": list(self.sounding),
             "boxes": [b.to_dict() for b in self.boxes],
             "av_score": round(float(self.av_score), 6),
+            "presence": None if self.presence is None else round(float(self.presence), 6),
             "in_view": bool(self.in_view),
             "gate_open": bool(self.gate_open),
             "audio_db": round(float(self.audio_db), 2) if math.isfinite(self.audio_db) else None,
             "frame_size": {"height": int(self.frame_size[0]), "width": int(self.frame_size[1])},
-            "rules": {k: float(v) for k, v in self.rules.items()},
+            "rules": {k: (v if isinstance(v, str) else float(v)) for k, v in self.rules.items()},
             "speed": {k: round(float(v), 3) for k, v in self.speed.items()},
         }
         if maps:

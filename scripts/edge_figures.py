@@ -83,11 +83,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--variant", default=None)
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--in-view-threshold", type=float, help="override the calibrated threshold (0: always in view)")
+    p.add_argument("--in-view-score", choices=("av_score", "presence"), help="override the calibrated in-view score")
     p.add_argument("--box-tau", type=float, help="override the calibrated box cut (a fraction of the av map's max)")
     p.add_argument("--json", type=Path)
     args = p.parse_args(argv)
     loc = avsl_edge.load(args.model, variant=args.variant, intra_op_threads=args.threads,
-                         in_view_threshold=args.in_view_threshold, box_tau=args.box_tau)
+                         in_view_threshold=args.in_view_threshold, in_view_score=args.in_view_score,
+                         box_tau=args.box_tau)
     result = {"bundle": str(loc.bundle.root), "rules": loc.rules.to_dict(), "figures": figures(loc, args.data)}
     text = json.dumps(result, indent=2)
     if args.json:

@@ -22,7 +22,7 @@ from avsl_edge import AudioError, BackendError, BundleError, InputError, ModelNo
 from avsl_edge.avcoco import load_avcoco, read_clip, read_frame
 from avsl_edge.backends import CPU_EP, OnnxRuntimeBackend, create_backend
 from avsl_edge.bundle import load_bundle
-from avsl_edge.localizer import audio_window
+from avsl_edge.localizer import audio_window, class_presence
 from avsl_edge.registry import ENV_MODEL, register_bundle
 
 REPO = Path(__file__).resolve().parents[1]
@@ -138,6 +138,23 @@ def test_silence_lights_nothing(loc, scene):
         r = gated.localize(scene.image, quiet, rgb=True)
         assert not r.gate_open and not r.in_view and r.sounding == () and r.boxes == []
         assert "silence" in str(r)
+
+
+def test_the_in_view_threshold_applies_to_the_score_the_rules_name(loc, scene):
+    by_av = loc.with_rules(in_view_score="av_score", audio_gate_db=-200.0)
+    by_presence = loc.with_rules(in_view_score="presence", audio_gate_db=-200.0)
+    r_av = by_av.localize(scene.image, scene.audio, rgb=True)
+    r = by_presence.localize(scene.image, scene.audio, rgb=True)
+    assert r_av.presence is None and 0.0 < r.presence <= 1.0 and r.av_score == pytest.approx(r_av.av_score)
+    # presence: how much the frame shows the heard (most probable) cluster, from the image graph's v_fea
+    out = loc.backend(loc.preprocess(scene.image, rgb=True)[0], audio_window(scene.audio, 16000)[0][None])
+    heard = int(np.argmax(out["audio_probs"][0]))
+    assert r.presence == pytest.approx(class_presence(out["v_fea"], loc.bundle.dictionary)[0, heard], abs=1e-5)
+    assert by_presence.with_rules(in_view_threshold=r.presence - 1e-4).localize(scene.image, scene.audio, rgb=True).in_view
+    above = by_presence.with_rules(in_view_threshold=min(1.0, r.presence + 1e-3))
+    assert not above.localize(scene.image, scene.audio, rgb=True).in_view
+    d = json.loads(r.to_json())
+    assert d["presence"] == pytest.approx(r.presence, abs=1e-6) and d["rules"]["in_view_score"] == "presence"
 
 
 def test_offscreen_scenes_light_nothing(loc, smoke_run):

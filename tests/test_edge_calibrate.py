@@ -3,13 +3,16 @@ smoke run's export stored in its manifest."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
 from avsl_edge.bundle import load_bundle
-from avsl_edge.calibrate import (BOX_GRID, f1, fit_audio_gate, fit_box_tau, fit_class_threshold, fit_in_view_threshold,
-                                 fpr_resolution_warnings, in_view_warnings, named, union_box)
-from avsl_edge.localizer import Rules
+from avsl_edge.calibrate import (BOX_GRID, ThresholdFit, choose_in_view_score, f1, fit_audio_gate, fit_box_tau,
+                                 fit_class_threshold, fit_in_view_threshold, fpr_resolution_warnings, in_view_warnings,
+                                 named, union_box)
+from avsl_edge.localizer import IN_VIEW_SCORES, Rules, class_presence
 
 
 def test_in_view_threshold_separates_separable_scores():
@@ -56,6 +59,31 @@ def test_the_export_calibrates_on_enough_offscreen_scenes_for_its_bound():
     assert NEGATIVE_SCENES * 0.02 >= 5
 
 
+def test_presence_is_the_best_cosine_of_each_key_anywhere_in_the_frame():
+    v_fea = np.zeros((2, 3, 2, 2), np.float32)  # two frames, 3 channels, 2x2 positions
+    v_fea[0, :, 0, 1] = [0.0, 5.0, 0.0]         # frame 0: one position shows key 1's direction, loudly
+    v_fea[0, :, 1, 0] = [1.0, 1.0, 0.0]         # ... and one half-way between keys 0 and 1
+    v_fea[1, :, :, :] = -1.0                    # frame 1: nothing like any key
+    dictionary = np.array([[2.0, 0.0, 0.0], [0.0, 0.1, 0.0], [0.0, 0.0, 1.0]])  # key lengths do not matter
+    p = class_presence(v_fea, dictionary)
+    np.testing.assert_allclose(p[0], [np.sqrt(0.5), 1.0, 0.0], atol=1e-6)
+    np.testing.assert_allclose(p[1], [0.0, 0.0, 0.0])  # cosines of -0.58 are floored at 0
+    with pytest.raises(ValueError, match="class_presence"):
+        class_presence(v_fea, dictionary[:, :2])
+
+
+def test_the_in_view_score_that_separates_better_is_kept():
+    weak = ThresholdFit(0.8, tpr=0.08, fpr=0.02, balanced_accuracy=0.53)
+    strong = ThresholdFit(0.6, tpr=0.26, fpr=0.02, balanced_accuracy=0.62)
+    assert choose_in_view_score({"av_score": weak, "presence": strong}) == "presence"
+    assert choose_in_view_score({"av_score": strong, "presence": weak}) == "av_score"
+    assert choose_in_view_score({"av_score": weak, "presence": weak}) == "av_score"  # a tie: the method's own
+    with pytest.raises(ValueError, match="need fits"):
+        choose_in_view_score({"loudness": weak})
+    (warning,) = in_view_warnings(strong, 0.02, "presence")
+    assert "on presence" in warning and "this model's presence" in warning
+
+
 def test_audio_gate_sits_below_the_quietest_clip_within_bounds():
     assert fit_audio_gate([-25.0, -18.0]) == -45.0
     assert fit_audio_gate([-12.0]) == -40.0     # never above -40 dBFS
@@ -85,10 +113,21 @@ def test_the_export_stores_calibrated_rules(smoke_bundle):
     assert report["per_kind"]["offscreen"]["n"] == 250
     assert set(report["per_kind"]) == {"solo", "solo_distractor", "duet", "mosaic", "offscreen"}
     assert isinstance(report["warnings"], list)
+    assert p.in_view_score in IN_VIEW_SCORES and report["in_view"]["score"] == p.in_view_score
+    assert set(report["in_view_fits"]) == set(IN_VIEW_SCORES)
+    chosen = report["in_view_fits"][p.in_view_score]
+    assert chosen["threshold"] == p.in_view_threshold
+    assert all(chosen["balanced_accuracy"] >= f["balanced_accuracy"] for f in report["in_view_fits"].values())
     rules = Rules.from_postprocessing(p)
     assert rules.in_view_threshold == p.in_view_threshold and rules.class_threshold == p.class_threshold
+    assert rules.in_view_score == p.in_view_score
     assert Rules.from_postprocessing(p, box_tau=0.3).box_tau == 0.3
     with pytest.raises(TypeError, match="unknown rule overrides"):
         Rules.from_postprocessing(p, tau=0.3)
     with pytest.raises(ValueError, match="in_view_threshold must be a number in"):
         Rules(in_view_threshold=2.0)
+    with pytest.raises(ValueError, match="in_view_score must be one of av_score, presence"):
+        Rules.from_postprocessing(p, in_view_score="loudness")
+    # a bundle exported before the choice existed keeps its av_score rule
+    old = dataclasses.replace(p, in_view_score=None)
+    assert Rules.from_postprocessing(old).in_view_score == "av_score"
