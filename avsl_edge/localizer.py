@@ -278,7 +278,8 @@ class Localizer:
         t0 = time.perf_counter()
         x, a, is_rgb = self.preprocess(frame, rgb)
         speed["preprocess"] = (time.perf_counter() - t0) * 1000.0
-        out = self.backend.frame(x, audio_state.a_emb, timings=speed, features=self.rules.in_view_score == "presence")
+        presence = self.rules.in_view_score == "presence"  # needs v_fea
+        out = self.backend.frame(x, audio_state.a_emb, timings=speed, features=presence)
         t1 = time.perf_counter()
         result = self._decide(out, audio_state, a.shape[:2], speed)
         result.image = a if self.keep_image else None
@@ -299,13 +300,6 @@ class Localizer:
         p = class_presence(v_fea, self.dictionary)
         heard = np.argmax(np.asarray(audio_probs).reshape(p.shape[0], -1), axis=1)
         return p[np.arange(p.shape[0]), heard]
-
-    def in_view_scores(self, out: dict[str, np.ndarray], audio_probs: np.ndarray) -> np.ndarray:
-        """(B,) the score ``rules.in_view_threshold`` applies to, from a backend's outputs (with
-        v_fea for "presence")."""
-        if self.rules.in_view_score == "presence":
-            return self.presence(out["v_fea"], audio_probs)
-        return np.asarray(out["av_score"], np.float32).reshape(-1)
 
     def named_classes(self, class_probs: np.ndarray) -> list[int]:
         """Rule 3: classes with probability >= class_threshold, else the most probable one."""

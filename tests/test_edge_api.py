@@ -150,7 +150,8 @@ def test_the_in_view_threshold_applies_to_the_score_the_rules_name(loc, scene):
     out = loc.backend(loc.preprocess(scene.image, rgb=True)[0], audio_window(scene.audio, 16000)[0][None])
     heard = int(np.argmax(out["audio_probs"][0]))
     assert r.presence == pytest.approx(class_presence(out["v_fea"], loc.bundle.dictionary)[0, heard], abs=1e-5)
-    assert by_presence.with_rules(in_view_threshold=r.presence - 1e-4).localize(scene.image, scene.audio, rgb=True).in_view
+    at = by_presence.with_rules(in_view_threshold=r.presence - 1e-4)
+    assert at.localize(scene.image, scene.audio, rgb=True).in_view
     above = by_presence.with_rules(in_view_threshold=min(1.0, r.presence + 1e-3))
     assert not above.localize(scene.image, scene.audio, rgb=True).in_view
     d = json.loads(r.to_json())

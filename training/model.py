@@ -435,10 +435,10 @@ class ClassAwareHead(nn.Module):
 
     S[b,k] = <v_fea[b,:,y,x], D[k]> with no normalisation: einsum("bchw,kc->bkhw"), written as a
     matmul because TensorRT runs MatMul everywhere. ``similarity="cosine"``: both sides are
-    L2-normalised first (every position of v_fea over its 512 channels, every key). M = a*S + b. If ``gate``: M = M * av_map,
-    broadcast over K. sounding_objects = GAP(M). K comes from the dictionary, which is an input and
-    not a parameter (no gradient reaches it). ``gate`` is a plain attribute, so a training loop can
-    switch it off for a warm-up.
+    L2-normalised first (every position of v_fea over its 512 channels, every key). M = a*S + b.
+    If ``gate``: M = M * av_map, broadcast over K. sounding_objects = GAP(M). K comes from the
+    dictionary, which is an input and not a parameter (no gradient reaches it). ``gate`` is a plain
+    attribute, so a training loop can switch it off for a warm-up.
     """
 
     def __init__(self, obj_affine_init: Literal["identity", "default"] = "identity", gate: bool = True,
