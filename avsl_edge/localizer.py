@@ -278,8 +278,8 @@ class Localizer:
         t0 = time.perf_counter()
         x, a, is_rgb = self.preprocess(frame, rgb)
         speed["preprocess"] = (time.perf_counter() - t0) * 1000.0
-        presence = self.rules.in_view_score == "presence"  # needs v_fea
-        out = self.backend.frame(x, audio_state.a_emb, timings=speed, features=presence)
+        needs_v_fea = self.rules.in_view_score == "presence"
+        out = self.backend.frame(x, audio_state.a_emb, timings=speed, features=needs_v_fea)
         t1 = time.perf_counter()
         result = self._decide(out, audio_state, a.shape[:2], speed)
         result.image = a if self.keep_image else None
