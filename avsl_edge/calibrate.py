@@ -17,7 +17,10 @@ The rules, each a pure function below:
   to light nothing, so specificity is a constraint, not a trade. The bound needs at least
   ``1 / max_fpr`` off-screen scenes (the export renders 250): with fewer it allows none, and the
   report warns (:func:`fpr_resolution_warnings`). The score whose fit has the higher balanced
-  accuracy is kept (ties: av_score, the method's own).
+  accuracy is kept (ties: av_score, the method's own). The report also lists, for each score, the
+  fit at other false-positive bounds (:func:`operating_points`, :data:`OPERATING_FPRS`), so a user
+  can move the operating point (``--in-view-threshold``) without recalibrating; the export's
+  ``--max-fpr`` sets the bound it calibrates at.
 * ``audio_gate_db`` (:func:`fit_audio_gate`): 20 dB below the quietest calibration clip's RMS
   level, kept within [-60, -40] dBFS, so every instrument clip passes and a silent room (digital
   silence, or room noise well below the music) does not.
@@ -35,7 +38,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -50,6 +53,7 @@ POSITIVE_KINDS: tuple[str, ...] = ("solo", "solo_distractor", "duet", "mosaic")
 NEGATIVE_KINDS: tuple[str, ...] = ("offscreen",)
 CLASS_GRID: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(1, 11))
 BOX_GRID: tuple[float, ...] = tuple(round(0.1 * i, 1) for i in range(1, 9))
+OPERATING_FPRS: tuple[float, ...] = (0.01, 0.02, 0.05, 0.1, 0.2)  # bounds of the report's operating points
 
 XYWH = tuple[float, float, float, float]
 
@@ -94,6 +98,14 @@ def fit_in_view_threshold(positives: Sequence[float], negatives: Sequence[float]
     best = np.max(ba[ok])
     i = int(np.nonzero(ok & (ba >= best - 1e-12))[0].max())
     return ThresholdFit(float(cands[i]), float(tpr[i]), float(fpr[i]), float(ba[i]))
+
+
+def operating_points(positives: Sequence[float], negatives: Sequence[float],
+                     max_fprs: Sequence[float] = OPERATING_FPRS) -> list[dict[str, float]]:
+    """The in-view fit at each false-positive bound of ``max_fprs``: ``[{"max_fpr", "threshold",
+    "tpr", "fpr", "balanced_accuracy"}, ...]``, the table a user picks ``--in-view-threshold`` from."""
+    return [{"max_fpr": float(m), **asdict(fit_in_view_threshold(positives, negatives, m))}
+            for m in max_fprs]
 
 
 def choose_in_view_score(fits: dict[str, ThresholdFit]) -> str:
@@ -231,7 +243,8 @@ def calibrate(localizer: "Localizer", scenes: Sequence[CalibrationScene], max_fp
                     box_hits[t].append(b is not None and Box(c, 1.0, *b).iou(truth) >= 0.5)
     pos = [i for i, s in enumerate(scenes) if s.kind in POSITIVE_KINDS]
     neg = [i for i, s in enumerate(scenes) if s.kind in NEGATIVE_KINDS]
-    fits = {k: fit_in_view_threshold([v[i] for i in pos], [v[i] for i in neg], max_fpr) for k, v in scores.items()}
+    split = {k: ([v[i] for i in pos], [v[i] for i in neg]) for k, v in scores.items()}
+    fits = {k: fit_in_view_threshold(p, n, max_fpr) for k, (p, n) in split.items()}
     chosen = choose_in_view_score(fits)
     fit = fits[chosen]
     gate = fit_audio_gate(levels)
@@ -252,6 +265,8 @@ def calibrate(localizer: "Localizer", scenes: Sequence[CalibrationScene], max_fp
         "in_view": {"score": chosen, "tpr": fit.tpr, "fpr": fit.fpr, "balanced_accuracy": fit.balanced_accuracy},
         "in_view_fits": {k: {"threshold": f.threshold, "tpr": f.tpr, "fpr": f.fpr,
                              "balanced_accuracy": f.balanced_accuracy} for k, f in fits.items()},
+        "in_view_operating_points": {k: operating_points(p, n, sorted({*OPERATING_FPRS, max_fpr}))
+                                     for k, (p, n) in split.items()},
         "class_f1": cls_f1, "box_hit_rate": box_rate, "quietest_clip_db": float(min(levels)), "per_kind": per_kind,
         "warnings": fpr_resolution_warnings(len(neg), max_fpr) + in_view_warnings(fit, max_fpr, chosen),
     }

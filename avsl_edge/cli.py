@@ -368,6 +368,17 @@ def bundle_info(root: Path, verify: bool = True) -> dict[str, Any]:
     }
 
 
+def operating_point_lines(calibration: dict, score: str) -> list[str]:
+    """The calibration's other in-view operating points on ``score`` (bundles from before they were
+    stored have none): what ``--in-view-threshold`` to pass for another off-screen false-positive rate."""
+    points = calibration.get("in_view_operating_points", {}).get(score)
+    if not points:
+        return []
+    return [f"  operating points on {score} (off-screen lit <= bound: threshold, scenes with sound in view declared):",
+            *(f"    <= {100 * q['max_fpr']:4.1f} %: {q['threshold']:.3f}, {100 * q['tpr']:.0f} % "
+              f"(off-screen lit {100 * q['fpr']:.1f} %)" for q in points)]
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     from .registry import resolve_model  # noqa: PLC0415
 
@@ -388,6 +399,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         f"audio gate {r['audio_gate_db']:.1f} dBFS; class probability >= {r['class_threshold']:.2f}; "
         f"box tau {r['box_tau']:.2f}",
         *(f"  warning: {w}" for w in (info["calibration"] or {}).get("warnings", [])),
+        *operating_point_lines(info["calibration"] or {}, r["in_view_score"]),
         "variants",
     ]
     for v, d in info["variants"].items():

@@ -74,10 +74,11 @@ def class_presence(v_fea: np.ndarray, dictionary: np.ndarray) -> np.ndarray:
     d = np.asarray(dictionary, np.float32)
     if v.ndim != 4 or d.ndim != 2 or v.shape[1] != d.shape[1]:
         raise ValueError(f"class_presence: v_fea (B, C, h, w) and dictionary (K, C), got {v.shape} and {d.shape}")
-    v = v.reshape(v.shape[0], v.shape[1], -1)
-    v = v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
+    v = v.reshape(v.shape[0], v.shape[1], -1)  # (B, C, P)
     d = d / np.maximum(np.linalg.norm(d, axis=1, keepdims=True), 1e-12)
-    return np.maximum(np.einsum("kc,bcp->bkp", d, v).max(axis=2), 0.0)
+    norms = np.sqrt(np.einsum("bcp,bcp->bp", v, v))  # divide the (K, P) products, not the (C, P) features
+    cos = np.matmul(d, v) / np.maximum(norms, 1e-12)[:, None, :]
+    return np.maximum(cos.max(axis=2), 0.0)
 
 
 @dataclass(frozen=True)

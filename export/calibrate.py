@@ -42,12 +42,15 @@ def calibration_scenes(per_kind: int = SCENES_PER_KIND, negatives: int = NEGATIV
 
 
 def calibrate_bundle(bundle: Bundle, per_kind: int = SCENES_PER_KIND, negatives: int = NEGATIVE_SCENES,
-                     threads: int = 0, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """The calibrated ``postprocessing`` fields for ``bundle`` (fp32 graphs, ONNX Runtime on the CPU)."""
+                     threads: int = 0, log: Callable[[str], None] = print, max_fpr: float = 0.02) -> dict[str, Any]:
+    """The calibrated ``postprocessing`` fields for ``bundle`` (fp32 graphs, ONNX Runtime on the CPU);
+    ``max_fpr``: the largest share of off-screen scenes the in-view rule may light."""
+    if not 0.0 <= max_fpr < 1.0:
+        raise ValueError(f"max_fpr must be in [0, 1), got {max_fpr}")
     scenes = calibration_scenes(per_kind, negatives)
     backend = OnnxRuntimeBackend(bundle, "fp32", [CPU_EP], threads, 1 if threads else 0)
     try:
-        cal = calibrate(Localizer(bundle, backend), scenes,
+        cal = calibrate(Localizer(bundle, backend), scenes, max_fpr=max_fpr,
                         source=f"SynthMUSIC, {per_kind} scenes per positive kind and {max(per_kind, negatives)} "
                                f"per negative kind, seed {RULES_SEED}")
     finally:

@@ -304,6 +304,7 @@ def export_run(model_path: str | os.PathLike, out_dir: str | os.PathLike,
                evaluate: bool = True,
                threads: int = 0,
                opset: int = OPSET,
+               max_fpr: float = 0.02,
                log: Callable[[str], None] = print) -> Path:
     """Export ``model_path`` (a run's model.pt or its run folder) into the bundle ``out_dir``.
 
@@ -312,12 +313,16 @@ def export_run(model_path: str | os.PathLike, out_dir: str | os.PathLike,
     eval_data: an AV-COCO folder on which every variant is scored (the manifest records each
         variant's table); defaults to ``calibration_data``; nothing is scored when both are None
         or ``evaluate`` is False.
+    max_fpr: the in-view rule's calibration bound, the largest share of off-screen scenes it may
+        declare sounding in view (:mod:`avsl_edge.calibrate`).
     The bundle is assembled in a temporary sibling folder and renamed into place; an existing
     bundle at ``out_dir`` is replaced, any other non-empty folder is an error.
     """
     bad = [v for v in variants if v not in B.VARIANTS or v == "fp32"]
     if bad:
         raise ValueError(f"unknown variants {bad}; choose from fp16, int8, int8-cpu (fp32 is always exported)")
+    if not 0.0 <= max_fpr < 1.0:
+        raise ValueError(f"--max-fpr must be in [0, 1), got {max_fpr}")
     out_dir = Path(out_dir)
     _prepare_out(out_dir)
     run = load_run(model_path)
@@ -414,7 +419,8 @@ def export_run(model_path: str | os.PathLike, out_dir: str | os.PathLike,
         for v, rep in reports.items():
             manifest.variants[v] = dataclasses.replace(manifest.variants[v], report=rep)
         manifest.postprocessing = dataclasses.replace(manifest.postprocessing,
-                                                      **calibrate_bundle(bundle, threads=threads, log=log))
+                                                      **calibrate_bundle(bundle, threads=threads, log=log,
+                                                                        max_fpr=max_fpr))
         B.write_manifest(tmp, manifest)
         B.load_bundle(tmp)  # verify what is about to be installed
     log(f"[export] bundle: {out_dir}")
@@ -489,6 +495,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--calibration-method", choices=quantize.CALIBRATION_METHODS, default="minmax")
     p.add_argument("--no-eval", action="store_true", help="do not score the variants")
     p.add_argument("--threads", type=int, default=0, help="ONNX Runtime CPU threads (0 = its default)")
+    p.add_argument("--max-fpr", type=float, default=0.02, metavar="F",
+                   help="the in-view rule's calibration bound: the largest share of off-screen scenes it may "
+                        "light (default 0.02; the manifest lists the other operating points)")
     args = p.parse_args(argv)
     ckpt = resolve_checkpoint(args.checkpoint)
     out = args.out or ckpt.parent / "bundle"
@@ -499,7 +508,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         export_run(ckpt, out, args.calibration_data, eval_data=eval_data, variants=variants,
                    calibration_size=args.calibration_size, calibration_method=args.calibration_method,
-                   evaluate=not args.no_eval, threads=args.threads)
+                   evaluate=not args.no_eval, threads=args.threads, max_fpr=args.max_fpr)
     except (CheckpointError, AVCocoError, B.BundleError, ExportError, quantize.QuantizeError,
             FileExistsError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from avsl_edge.bundle import load_bundle
-from avsl_edge.calibrate import (BOX_GRID, ThresholdFit, choose_in_view_score, f1, fit_audio_gate, fit_box_tau,
-                                 fit_class_threshold, fit_in_view_threshold, fpr_resolution_warnings, in_view_warnings,
-                                 named, union_box)
+from avsl_edge.calibrate import (BOX_GRID, OPERATING_FPRS, ThresholdFit, choose_in_view_score, f1, fit_audio_gate,
+                                 fit_box_tau, fit_class_threshold, fit_in_view_threshold, fpr_resolution_warnings,
+                                 in_view_warnings, named, operating_points, union_box)
 from avsl_edge.localizer import IN_VIEW_SCORES, Rules, class_presence
 
 
@@ -29,6 +29,19 @@ def test_in_view_threshold_keeps_offscreen_dark_when_scores_overlap():
     assert loose.balanced_accuracy >= strict.balanced_accuracy and loose.fpr <= 0.5
     with pytest.raises(ValueError, match="positive and negative"):
         fit_in_view_threshold([], [0.1])
+
+
+def test_operating_points_trade_offscreen_light_for_sounding_scenes_declared():
+    rng = np.random.default_rng(1)
+    pos, neg = rng.normal(0.6, 0.15, size=300), rng.normal(0.4, 0.15, size=300)  # overlapping scores
+    points = operating_points(pos, neg)
+    assert [q["max_fpr"] for q in points] == list(OPERATING_FPRS)
+    assert all(q["fpr"] <= q["max_fpr"] for q in points)
+    # a looser bound never raises the threshold nor declares fewer sounding scenes
+    assert all(a["threshold"] >= b["threshold"] and a["tpr"] <= b["tpr"] for a, b in zip(points, points[1:]))
+    assert points[-1]["tpr"] > 2 * points[0]["tpr"]
+    at_2 = points[OPERATING_FPRS.index(0.02)]
+    assert at_2["threshold"] == fit_in_view_threshold(pos, neg, 0.02).threshold
 
 
 def test_a_threshold_that_hides_most_sounding_scenes_comes_with_a_warning():
@@ -115,6 +128,10 @@ def test_the_export_stores_calibrated_rules(smoke_bundle):
     assert isinstance(report["warnings"], list)
     assert p.in_view_score in IN_VIEW_SCORES and report["in_view"]["score"] == p.in_view_score
     assert set(report["in_view_fits"]) == set(IN_VIEW_SCORES)
+    for score, points in report["in_view_operating_points"].items():  # what --in-view-threshold could be
+        at_bound = next(q for q in points if q["max_fpr"] == report["max_fpr"])
+        assert at_bound["threshold"] == report["in_view_fits"][score]["threshold"]
+    assert set(report["in_view_operating_points"]) == set(IN_VIEW_SCORES)
     chosen = report["in_view_fits"][p.in_view_score]
     assert chosen["threshold"] == p.in_view_threshold
     assert all(chosen["balanced_accuracy"] >= f["balanced_accuracy"] for f in report["in_view_fits"].values())

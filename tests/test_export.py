@@ -384,6 +384,14 @@ def test_export_never_overwrites_a_folder_that_is_not_a_bundle(run_dir, tmp_path
     assert (tmp_path / "notes.txt").read_text() == "mine"
 
 
+def test_a_false_positive_bound_out_of_range_is_refused_before_anything_is_written(run_dir, tmp_path, capsys):
+    from export.to_onnx import main as to_onnx_main
+
+    out = tmp_path / "bundle"
+    assert to_onnx_main(["--checkpoint", str(run_dir), "--out", str(out), "--max-fpr", "1.5"]) == 2
+    assert "--max-fpr must be in [0, 1), got 1.5" in capsys.readouterr().err and not out.exists()
+
+
 # ---------------------------------------------------------------------------------------------
 # command lines
 
@@ -392,7 +400,7 @@ def test_to_onnx_help_runs_as_a_script():
     r = subprocess.run([sys.executable, "export/to_onnx.py", "--help"], cwd=REPO, capture_output=True, text=True,
                        timeout=120)
     assert r.returncode == 0, r.stderr
-    assert "--checkpoint" in r.stdout and "--calibration-data" in r.stdout
+    assert "--checkpoint" in r.stdout and "--calibration-data" in r.stdout and "--max-fpr" in r.stdout
 
 
 @pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None, reason="TensorRT is installed here")
