@@ -26,6 +26,7 @@ from training.model import (
     dilate_mask,
     global_score,
     load_imagenet_weights,
+    contrastive_loss_all_pairs,
     localization_loss_all_pairs,
     localization_loss_stage_one,
     mel_filterbank,
@@ -553,6 +554,21 @@ def test_all_pairs_loss_balances_positives_and_negatives():
         localization_loss_all_pairs(torch.zeros(1, 1), torch.eye(1, dtype=torch.bool))
     with pytest.raises(ValueError, match="same"):
         localization_loss_all_pairs(torch.zeros(3, 2), positive)
+
+
+def test_contrastive_loss_picks_each_clips_own_image_among_the_batch_both_ways():
+    assert contrastive_loss_all_pairs(torch.zeros(4, 4)).item() == pytest.approx(math.log(4), rel=1e-6)
+    matched = 20.0 * torch.eye(4) - 10.0  # w * cos with cos +1 on the diagonal, -1 elsewhere
+    assert contrastive_loss_all_pairs(matched).item() < 1e-6
+    # one clip that prefers another image costs in both directions: as a row and as a column
+    swapped = matched.clone()
+    swapped[0, 0], swapped[0, 1] = -10.0, 10.0
+    row = torch.nn.functional.cross_entropy(swapped, torch.arange(4))
+    column = torch.nn.functional.cross_entropy(swapped.t(), torch.arange(4))
+    assert contrastive_loss_all_pairs(swapped).item() == pytest.approx(0.5 * (row + column).item(), rel=1e-6)
+    assert 0 < column < row  # column 1 still prefers its own clip 1 (10 vs 10: a tie), column 0 has no match
+    with pytest.raises(ValueError, match="square"):
+        contrastive_loss_all_pairs(torch.zeros(3, 2))
 
 
 def test_losses_stay_finite_when_the_sigmoid_saturates():

@@ -213,10 +213,14 @@ def test_choice_options_are_checked_before_anything_runs(tmp_path: Path, capsys)
                           ("--stage_one.mask_relative", "1.5"), ("--stage_one.mosaic_prob", "-0.1"),
                           ("--stage_one.lr_schedule", "linear"), ("--stage_one.lr_min_ratio", "2"),
                           ("--model.similarity", "euclid"), ("--model.obj_affine_init", "zeros"),
-                          ("--model.obj_affine_scale", "0")):
+                          ("--model.obj_affine_scale", "0"), ("--stage_one.nce_weight", "-0.5")):
         with pytest.raises(SystemExit) as e:
             pipeline_main([*SMALL, "--out", str(tmp_path / "bad"), option, value])
         assert e.value.code == 2 and option in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:  # the contrastive term scores the all_pairs logits
+        pipeline_main([*SMALL, "--out", str(tmp_path / "bad"), "--stage_one.objective", "pairs",
+                       "--stage_one.nce_weight", "0.5"])
+    assert e.value.code == 2 and "--stage_one.nce_weight needs --stage_one.objective all_pairs" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
 
 

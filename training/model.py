@@ -13,7 +13,8 @@ Read top to bottom:
    ``ClassAwareHead``    (v_fea, dictionary, av_map) -> M, sounding_objects   (§4.1)
 5. Composed models: ``StageOne``, ``StageTwo``, ``AudioTeacher`` (§3.1, §4.1, §4.2).
 6. Pure functions: ``object_features`` (§3.3), ``quadrant_scores``/``global_score`` (§4.1) and the
-   losses ``localization_loss_stage_one`` (§3.2) and ``stage_two_losses`` (§4.4).
+   losses ``localization_loss_stage_one`` (§3.2), ``localization_loss_all_pairs`` and
+   ``contrastive_loss_all_pairs`` (documented deviations) and ``stage_two_losses`` (§4.4).
 
 Decisions worth knowing (all documented again where they live):
 
@@ -733,6 +734,22 @@ def localization_loss_all_pairs(pair_logits: Tensor, positive: Tensor) -> Tensor
     with torch.autocast(device_type=pair_logits.device.type, enabled=False):
         loss = F.binary_cross_entropy_with_logits(pair_logits.float(), positive.float(), reduction="none")
     return 0.5 * (loss[positive].mean() + loss[~positive].mean())
+
+
+def contrastive_loss_all_pairs(pair_logits: Tensor) -> Tensor:
+    """Symmetric InfoNCE over the (B, B) pair logits of :func:`localization_loss_all_pairs` whose
+    diagonal holds the positives (clip b was recorded with image b): the mean of the cross-entropy
+    that picks each clip's image among the batch's images and each image's clip among its clips
+    (a documented deviation, ``--stage_one.nce_weight``). The logits are ``w * cos`` (w ~ 10), so
+    the temperature is 1 / w. Unlike the BCE it asks only that a clip's own image beat the others,
+    which gives a scratch net a signal from the first steps; the BCE keeps the absolute scale that
+    the av map's 0.5 and 0.1 x max cuts read."""
+    if pair_logits.dim() != 2 or pair_logits.shape[0] != pair_logits.shape[1] or pair_logits.shape[0] < 2:
+        raise ValueError(f"pair_logits must be a square (B, B) matrix with B >= 2, got {tuple(pair_logits.shape)}")
+    target = torch.arange(pair_logits.shape[0], device=pair_logits.device)
+    with torch.autocast(device_type=pair_logits.device.type, enabled=False):
+        logits = pair_logits.float()
+        return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target))
 
 
 def stage_two_losses(

@@ -32,8 +32,8 @@ from training.checkpoint import load_checkpoint, save_checkpoint
 from training.config import RunConfig, check_config, to_dict
 from training.data.classes import CLASSES
 from training.metrics_log import MetricsLog
-from training.model import (StageOne, global_score, load_imagenet_weights, localization_loss_all_pairs,
-                            localization_loss_stage_one, object_features)
+from training.model import (StageOne, contrastive_loss_all_pairs, global_score, load_imagenet_weights,
+                            localization_loss_all_pairs, localization_loss_stage_one, object_features)
 
 
 @dataclass
@@ -128,12 +128,15 @@ def location_epoch(model, opt, data: StageOneData, cfg: RunConfig, epoch: int, d
 def _all_pairs_step(model, data: StageOneData, idx: torch.Tensor, cfg: RunConfig, gen: torch.Generator,
                     device: torch.device, epoch: int) -> tuple[torch.Tensor, float]:
     """The ``all_pairs`` objective: B scenes, every clip scored against every image (global max of
-    its av logits); a clip's own image is its positive, the B-1 others its negatives. Returns the
-    loss and the balanced accuracy (mean of positive and negative accuracy)."""
+    its av logits); a clip's own image is its positive, the B-1 others its negatives; with
+    ``nce_weight`` > 0 plus that times the symmetric InfoNCE of the same logits. Returns the loss
+    and the balanced accuracy (mean of positive and negative accuracy)."""
     images = train_frames(data.train, idx, idx, cfg, gen, epoch)
     logits = model(images.to(device), data.train.audio[idx].to(device), all_pairs=True).amax(dim=(2, 3))
     positive = torch.eye(len(idx), dtype=torch.bool, device=device)
     loss = localization_loss_all_pairs(logits, positive)
+    if cfg.stage_one.nce_weight > 0:
+        loss = loss + cfg.stage_one.nce_weight * contrastive_loss_all_pairs(logits)
     hit = ((logits.detach() >= 0) == positive).float()
     return loss, 0.5 * (hit[positive].mean().item() + hit[~positive].mean().item())
 
