@@ -45,8 +45,6 @@ def calibrate_bundle(bundle: Bundle, per_kind: int = SCENES_PER_KIND, negatives:
                      threads: int = 0, log: Callable[[str], None] = print, max_fpr: float = 0.02) -> dict[str, Any]:
     """The calibrated ``postprocessing`` fields for ``bundle`` (fp32 graphs, ONNX Runtime on the CPU);
     ``max_fpr``: the largest share of off-screen scenes the in-view rule may light."""
-    if not 0.0 <= max_fpr < 1.0:
-        raise ValueError(f"max_fpr must be in [0, 1), got {max_fpr}")
     scenes = calibration_scenes(per_kind, negatives)
     backend = OnnxRuntimeBackend(bundle, "fp32", [CPU_EP], threads, 1 if threads else 0)
     try:
