@@ -54,7 +54,7 @@ def load(model: str | os.PathLike | None = None, backend: str = "auto", provider
         activations: the fast one on a CPU with ONNX Runtime; bundles exported before it lack it).
     verify: check every file's sha256 against the manifest (a corrupt bundle is a BundleError).
     rules: overrides of :class:`Rules` (in_view_threshold, in_view_score, audio_gate_db, class_threshold,
-        box_tau).
+        box_tau, box_method).
 
     >>> loc = avsl_edge.load("runs/cpu/bundle", variant="int8-cpu", intra_op_threads=2)  # doctest: +SKIP
     """

@@ -159,10 +159,11 @@ class Postprocessing:
     nsa_threshold: float = 0.2
     # The edge Localizer's decisions (avsl_edge.localizer.Rules); optional, so older bundles load.
     in_view_threshold: float | None = None  # calibrated in-view threshold (None: sounding_threshold)
-    in_view_score: str | None = None        # what it applies to: av_score | presence (None: av_score)
+    in_view_score: str | None = None        # what it applies to: av_score | presence | heard_av (None: av_score)
     audio_gate_db: float = -50.0            # audio RMS (dBFS) below this: silence, nothing sounding
     class_threshold: float = 0.25           # audio class probability that names a class
     box_tau: float = 0.5                    # box: av map > box_tau x its max in the class's part (calibrated)
+    box_method: str | None = None           # map | grabcut: how the box is cut (calibrated; None: map)
     calibration: dict[str, Any] = field(default_factory=dict)  # how the values above were fitted
 
     @classmethod

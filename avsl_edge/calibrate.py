@@ -8,8 +8,9 @@ Anyone can recalibrate on their own labelled scenes the same way.
 The rules, each a pure function below:
 
 * ``in_view_score`` and ``in_view_threshold`` (:func:`fit_in_view_threshold`,
-  :func:`choose_in_view_score`): for each in-view score (``av_score``, the av map's max, and
-  ``presence``, the heard cluster's :func:`avsl_edge.localizer.class_presence`) the threshold that
+  :func:`choose_in_view_score`): for each in-view score (``av_score``, the av map's max,
+  ``presence``, the heard cluster's :func:`avsl_edge.localizer.class_presence`, and ``heard_av``,
+  :func:`avsl_edge.localizer.heard_av_score`) the threshold that
   maximises the balanced accuracy between scenes with a sounding instrument in view (positives: ``solo``,
   ``solo_distractor``, ``duet``, ``mosaic``) and scenes whose sound comes from off screen
   (negatives: ``offscreen``), among the thresholds that declare at most ``max_fpr`` (2 %) of the
@@ -28,10 +29,12 @@ The rules, each a pure function below:
   that maximises the mean per-scene F1 between the classes named (probability >= threshold, else
   the most probable class) and the visible sounding classes, over the scenes with sounding
   instruments in view; ties go to the higher threshold.
-* ``box_tau`` (:func:`fit_box_tau`): the fraction of its maximum (0.1 .. 0.8) at which the av map
-  is cut for boxes (:func:`avsl_edge.boxes.sounding_boxes`) that hit (IoU >= 0.5) the most visible
-  sounding classes of those scenes (the scene's own sounding classes are the heard ones, so the
-  choice does not depend on the audio classification); ties go to the higher fraction.
+* ``box_method`` and ``box_tau`` (:func:`fit_box_rule`): the way boxes are cut ("map" or
+  "grabcut", :func:`avsl_edge.boxes.sounding_boxes`) and the fraction of its maximum (``map``:
+  0.1 .. 0.8, ``grabcut``: 0.2 .. 0.5) at which the av map is cut or seeds GrabCut, whose boxes hit
+  (IoU >= 0.5) the most visible sounding classes of those scenes (the scene's own sounding classes
+  are the heard ones, so the choice does not depend on the audio classification); ties go to
+  "map" (the cheaper) and then to the higher fraction.
 """
 
 from __future__ import annotations
@@ -43,7 +46,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .localizer import IN_VIEW_SCORES, audio_window
+from .boxes import BOX_METHODS
+from .localizer import IN_VIEW_SCORES, audio_window, heard_av_score
 from .result import Box
 
 if TYPE_CHECKING:
@@ -53,6 +57,9 @@ POSITIVE_KINDS: tuple[str, ...] = ("solo", "solo_distractor", "duet", "mosaic")
 NEGATIVE_KINDS: tuple[str, ...] = ("offscreen",)
 CLASS_GRID: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(1, 11))
 BOX_GRID: tuple[float, ...] = tuple(round(0.1 * i, 1) for i in range(1, 9))
+GRABCUT_GRID: tuple[float, ...] = (0.2, 0.3, 0.4, 0.5)  # GrabCut's probable-foreground cuts (~25 ms a box each)
+BOX_RULE_GRID: tuple[tuple[str, float], ...] = (tuple(("map", t) for t in BOX_GRID)
+                                                + tuple(("grabcut", t) for t in GRABCUT_GRID))
 OPERATING_FPRS: tuple[float, ...] = (0.01, 0.02, 0.05, 0.1, 0.2)  # bounds of the report's operating points
 
 XYWH = tuple[float, float, float, float]
@@ -187,14 +194,18 @@ def union_box(boxes: Sequence[XYWH]) -> XYWH:
     return (x0, y0, x1 - x0, y1 - y0)
 
 
-def fit_box_tau(hits: dict[float, Sequence[bool]]) -> tuple[float, float]:
-    """Rule for ``box_tau`` from ``{tau: [box hit per (scene, class)]}``: (tau, its hit rate)."""
+def fit_box_rule(hits: dict[tuple[str, float], Sequence[bool]]) -> tuple[str, float, float]:
+    """Rule for ``box_method`` and ``box_tau`` from ``{(method, tau): [box hit per (scene, class)]}``:
+    (method, tau, its hit rate)."""
     if not hits or not all(len(v) for v in hits.values()):
-        raise ValueError("need box hits for every tau")
-    rates = {t: float(np.mean(v)) for t, v in hits.items()}
+        raise ValueError("need box hits for every (method, tau)")
+    if {m for m, _ in hits} - set(BOX_METHODS):
+        raise ValueError(f"box methods must be among {BOX_METHODS}, got {sorted({m for m, _ in hits})}")
+    rates = {k: float(np.mean(v)) for k, v in hits.items()}
     best = max(rates.values())
-    tau = max(t for t, r in rates.items() if r >= best - 1e-12)
-    return float(tau), rates[tau]
+    method, tau = max((k for k, r in rates.items() if r >= best - 1e-12),
+                      key=lambda k: (-BOX_METHODS.index(k[0]), k[1]))
+    return method, float(tau), rates[(method, tau)]
 
 
 @dataclass
@@ -205,12 +216,13 @@ class Calibration:
     box_tau: float
     report: dict[str, Any] = field(default_factory=dict)
     in_view_score: str = "av_score"
+    box_method: str = "map"
 
     def postprocessing(self) -> dict[str, Any]:
         """The manifest ``postprocessing`` fields this calibration sets."""
         return {"in_view_score": self.in_view_score, "in_view_threshold": self.in_view_threshold,
-                "audio_gate_db": self.audio_gate_db,
-                "class_threshold": self.class_threshold, "box_tau": self.box_tau, "calibration": self.report}
+                "audio_gate_db": self.audio_gate_db, "class_threshold": self.class_threshold,
+                "box_method": self.box_method, "box_tau": self.box_tau, "calibration": self.report}
 
 
 def calibrate(localizer: "Localizer", scenes: Sequence[CalibrationScene], max_fpr: float = 0.02,
@@ -222,7 +234,7 @@ def calibrate(localizer: "Localizer", scenes: Sequence[CalibrationScene], max_fp
         raise ValueError(f"calibration needs scenes of {POSITIVE_KINDS} and {NEGATIVE_KINDS}, got {sorted(kinds)}")
     scores: dict[str, list[float]] = {k: [] for k in IN_VIEW_SCORES}
     probs, levels = [], []
-    box_hits: dict[float, list[bool]] = {t: [] for t in BOX_GRID}
+    box_hits: dict[tuple[str, float], list[bool]] = {k: [] for k in BOX_RULE_GRID}
     for start in range(0, len(scenes), batch_size):
         chunk = scenes[start:start + batch_size]
         x = np.concatenate([localizer.preprocess(s.image, rgb=True)[0] for s in chunk])
@@ -230,17 +242,20 @@ def calibrate(localizer: "Localizer", scenes: Sequence[CalibrationScene], max_fp
         out = localizer.backend(x, np.stack([w for w, _ in windows]))
         scores["av_score"] += [float(v) for v in out["av_score"]]
         scores["presence"] += [float(v) for v in localizer.presence(out["v_fea"], out["audio_probs"])]
-        probs += list(localizer.class_probs(out["audio_probs"]))
+        chunk_probs = localizer.class_probs(out["audio_probs"])
+        class_maps = np.stack([localizer.class_maps(cp) for cp in out["class_probs"]])
+        scores["heard_av"] += [float(v) for v in heard_av_score(out["av_map"][:, 0], class_maps, chunk_probs)]
+        probs += list(chunk_probs)
         levels += [lv for _, lv in windows]
-        for s, cp, av in zip(chunk, out["class_probs"], out["av_map"]):
+        for s, cm, av in zip(chunk, class_maps, out["av_map"]):
             if s.kind not in POSITIVE_KINDS or not s.boxes:
                 continue
             heard = list(dict.fromkeys(c for c, _ in s.boxes))
-            cmaps = localizer.class_maps(cp)[[classes.index(c) for c in heard]]
+            cmaps = cm[[classes.index(c) for c in heard]]
             truths = [union_box([b for k, b in s.boxes if k == c]) for c in heard]
-            for t in BOX_GRID:
-                for c, b, truth in zip(heard, localizer.boxes(av[0], cmaps, s.image.shape[:2], tau=t), truths):
-                    box_hits[t].append(b is not None and Box(c, 1.0, *b).iou(truth) >= 0.5)
+            for method, t in BOX_RULE_GRID:
+                for c, b, truth in zip(heard, localizer.boxes(av[0], cmaps, s.image, tau=t, method=method), truths):
+                    box_hits[(method, t)].append(b is not None and Box(c, 1.0, *b).iou(truth) >= 0.5)
     pos = [i for i, s in enumerate(scenes) if s.kind in POSITIVE_KINDS]
     neg = [i for i, s in enumerate(scenes) if s.kind in NEGATIVE_KINDS]
     split = {k: ([v[i] for i in pos], [v[i] for i in neg]) for k, v in scores.items()}
@@ -250,7 +265,8 @@ def calibrate(localizer: "Localizer", scenes: Sequence[CalibrationScene], max_fp
     gate = fit_audio_gate(levels)
     truths = [{classes.index(c) for c in scenes[i].sounding} for i in pos]
     cls_t, cls_f1 = fit_class_threshold([probs[i] for i in pos], truths)
-    box_tau, box_rate = fit_box_tau(box_hits) if all(box_hits.values()) else (localizer.rules.box_tau, float("nan"))
+    box_method, box_tau, box_rate = (fit_box_rule(box_hits) if all(box_hits.values())
+                                     else (localizer.rules.box_method, localizer.rules.box_tau, float("nan")))
     per_kind = {k: {"n": sum(s.kind == k for s in scenes),
                     "declared_in_view": float(np.mean([scores[chosen][i] >= fit.threshold
                                                        for i, s in enumerate(scenes) if s.kind == k]))}
@@ -260,14 +276,16 @@ def calibrate(localizer: "Localizer", scenes: Sequence[CalibrationScene], max_fp
                  + "/".join(NEGATIVE_KINDS) + f") with off-screen false-positive rate <= {max_fpr}, on the score ("
                  + " or ".join(IN_VIEW_SCORES) + ") that reaches the higher one; audio_gate_db: "
                  "quietest clip - 20 dB within [-60, -40]; class_threshold: max mean F1 of the named classes; "
-                 "box_tau: most class boxes with IoU >= 0.5",
+                 "box_method, box_tau: most class boxes with IoU >= 0.5",
         "source": source, "scenes": len(scenes), "max_fpr": max_fpr,
         "in_view": {"score": chosen, "tpr": fit.tpr, "fpr": fit.fpr, "balanced_accuracy": fit.balanced_accuracy},
         "in_view_fits": {k: {"threshold": f.threshold, "tpr": f.tpr, "fpr": f.fpr,
                              "balanced_accuracy": f.balanced_accuracy} for k, f in fits.items()},
         "in_view_operating_points": {k: operating_points(p, n, sorted({*OPERATING_FPRS, max_fpr}))
                                      for k, (p, n) in split.items()},
-        "class_f1": cls_f1, "box_hit_rate": box_rate, "quietest_clip_db": float(min(levels)), "per_kind": per_kind,
+        "class_f1": cls_f1, "box_hit_rate": box_rate,
+        "box_hit_rates": {m: {f"{t:g}": float(np.mean(box_hits[(m, t)])) for mm, t in BOX_RULE_GRID if mm == m}
+                          for m in BOX_METHODS} if all(box_hits.values()) else {}, "quietest_clip_db": float(min(levels)), "per_kind": per_kind,
         "warnings": fpr_resolution_warnings(len(neg), max_fpr) + in_view_warnings(fit, max_fpr, chosen),
     }
-    return Calibration(fit.threshold, gate, cls_t, box_tau, report, chosen)
+    return Calibration(fit.threshold, gate, cls_t, box_tau, report, chosen, box_method)

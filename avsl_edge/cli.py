@@ -397,7 +397,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         f"rules       in view: {r['in_view_score']} >= {r['in_view_threshold']:.3f}"
         f"{' (calibrated)' if info['calibrated'] else ' (not calibrated: evaluation threshold)'}; "
         f"audio gate {r['audio_gate_db']:.1f} dBFS; class probability >= {r['class_threshold']:.2f}; "
-        f"box tau {r['box_tau']:.2f}",
+        f"boxes: {r.get('box_method', 'map')} at tau {r['box_tau']:.2f}",
         *(f"  warning: {w}" for w in (info["calibration"] or {}).get("warnings", [])),
         *operating_point_lines(info["calibration"] or {}, r["in_view_score"]),
         "variants",

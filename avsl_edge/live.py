@@ -56,6 +56,7 @@ import cv2
 import numpy as np
 
 from .cli import UsageError, _write_json, add_model_options, open_localizer, register_command
+from .boxes import BOX_METHODS
 from .localizer import IN_VIEW_SCORES
 from .overlay import FONT, STYLES, class_colour, scale_of
 from .result import Box, Result
@@ -319,11 +320,15 @@ def configure_live(p: argparse.ArgumentParser) -> None:
                    help="override the bundle's calibrated in-view threshold (0..1; 0 names the heard class "
                         "whenever the audio gate is open)")
     p.add_argument("--in-view-score", choices=IN_VIEW_SCORES,
-                   help="what the in-view threshold applies to: the av map's max (av_score) or how much the frame "
-                        "shows the heard class (presence); default: the bundle's calibrated choice")
+                   help="what the in-view threshold applies to: the av map's max (av_score), how much the frame "
+                        "shows the heard class (presence) or the av map where the heard class is seen (heard_av); "
+                        "default: the bundle's calibrated choice")
     p.add_argument("--box-tau", type=float, metavar="X",
                    help="override the bundle's calibrated box cut (0..1: a class's box bounds where the av map is "
-                        "above X times its max)")
+                        "above X times its max, or GrabCut's probable foreground)")
+    p.add_argument("--box-method", choices=BOX_METHODS,
+                   help="override the bundle's calibrated way of cutting boxes: map (the av map's blob, cheap) or "
+                        "grabcut (the object's outline on the frame, ~25 ms a box on one core)")
     p.add_argument("--snapshot-dir", metavar="DIR", type=Path, default=Path("."),
                    help="where the s key saves snapshots (default: the current folder)")
     add_model_options(p)
@@ -427,7 +432,7 @@ def cmd_live(args: argparse.Namespace) -> int:
         if value is not None and not 0.0 <= value <= 1.0:
             raise UsageError(f"--{name.replace('_', '-')} must be in [0, 1], got {value}")
     loc = open_localizer(args, in_view_threshold=args.in_view_threshold, in_view_score=args.in_view_score,
-                         box_tau=args.box_tau)
+                         box_tau=args.box_tau, box_method=args.box_method)
     camera = mic = None
     window = None if args.no_display else LiveWindow(snapshot_dir=args.snapshot_dir)
     try:

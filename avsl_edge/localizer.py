@@ -24,10 +24,12 @@ Decisions (:class:`Rules`, from the bundle manifest's ``postprocessing``; each c
      (a silent room lights nothing);
   2. in view: gate open and the in-view score >= ``in_view_threshold``, else nothing is sounding
      in view (an off-screen sound lights nothing). ``in_view_score`` says which score:
-     ``"av_score"``, the max of the av map, or ``"presence"``, how much the frame shows an object
+     ``"av_score"``, the max of the av map; ``"presence"``, how much the frame shows an object
      of the heard cluster (:func:`class_presence`: the largest cosine between a position's v_fea
-     and the dictionary key of the audio's most probable cluster). The export calibrates both on
-     SynthMUSIC scenes and keeps the one that separates better (see :mod:`avsl_edge.calibrate`);
+     and the dictionary key of the audio's most probable cluster); or ``"heard_av"``, the max of
+     the av map where the frame shows the heard classes (:func:`heard_av_score`: the av map times
+     the class maps weighted by the audio's class probabilities). The export calibrates all three on
+     SynthMUSIC scenes and keeps the one that separates best (see :mod:`avsl_edge.calibrate`);
      bundles from before the choice use av_score;
   3. classes: when in view, every class whose audio probability (summed over its clusters) is
      >= ``class_threshold``; the most probable class when none reaches it.
@@ -35,7 +37,8 @@ Decisions (:class:`Rules`, from the bundle manifest's ``postprocessing``; each c
   sound comes from, the class maps (the class softmax of the gated class-aware maps, summed over
   the class's clusters: the maps the evaluation's CIoU scores) which of the named classes each
   place belongs to; a class's box bounds the largest component of its part of the frame where the
-  av map is above ``box_tau`` x its max there (``box_tau`` calibrated at export).
+  av map is above ``box_tau`` x its max there (``box_method`` "map"), or the object that GrabCut
+  finds on the frame from those seeds (``box_method`` "grabcut"); both calibrated at export.
 """
 
 from __future__ import annotations
@@ -49,7 +52,7 @@ import numpy as np
 
 from .audio import CLIP_SAMPLES, SAMPLE_RATE, AudioError, fit_clip, resample, to_mono_float32
 from .backends import Backend
-from .boxes import WORKING_RESOLUTION, sounding_boxes
+from .boxes import BOX_METHODS, WORKING_RESOLUTION, sounding_boxes
 from .bundle import Bundle, Postprocessing
 from .preprocess import normalize_chw, resize_rgb
 from .result import Box, Result
@@ -59,7 +62,8 @@ FLOAT_PEAK_LIMIT = 2.0  # float audio is expected in [-1, 1]; louder is taken fo
 SILENCE_DB = -120.0     # the level reported for digital silence
 
 
-IN_VIEW_SCORES: tuple[str, ...] = ("av_score", "presence")
+IN_VIEW_SCORES: tuple[str, ...] = ("av_score", "presence", "heard_av")
+TEXT_RULES: tuple[str, ...] = ("in_view_score", "box_method")  # the Rules that are names, not numbers
 
 
 class InputError(ValueError):
@@ -81,6 +85,22 @@ def class_presence(v_fea: np.ndarray, dictionary: np.ndarray) -> np.ndarray:
     return np.maximum(cos.max(axis=2), 0.0)
 
 
+def heard_av_score(av_map: np.ndarray, class_maps: np.ndarray, class_probs: np.ndarray) -> np.ndarray:
+    """(B, h, w) av maps, (B, C, h, w) class maps, (B, C) audio class probabilities -> (B,): the
+    max over positions of av_map x sum_c p_c class_map_c, i.e. how strongly the av map fires where
+    the frame shows what the audio says it hears. An off-screen sound can still fire the av map on
+    some visible instrument, but there the heard class's map is low."""
+    av = np.asarray(av_map, np.float32)
+    maps = np.asarray(class_maps, np.float32)
+    p = np.asarray(class_probs, np.float32)
+    if av.ndim != 3 or maps.ndim != 4 or p.ndim != 2 or maps.shape[2:] != av.shape[1:] \
+            or maps.shape[:2] != p.shape or av.shape[0] != p.shape[0]:
+        raise ValueError(f"heard_av_score: av_map (B, h, w), class_maps (B, C, h, w) and class_probs (B, C); got "
+                         f"{av.shape}, {maps.shape} and {p.shape}")
+    heard = np.einsum("bc,bchw->bhw", p, maps)
+    return (av * heard).reshape(av.shape[0], -1).max(axis=1)
+
+
 @dataclass(frozen=True)
 class Rules:
     """The decision thresholds (module docstring, "Decisions")."""
@@ -90,11 +110,14 @@ class Rules:
     class_threshold: float = 0.25
     box_tau: float = 0.5
     in_view_score: str = "av_score"  # which score in_view_threshold applies to (IN_VIEW_SCORES)
+    box_method: str = "map"          # how boxes are cut (avsl_edge.boxes.BOX_METHODS)
 
     def __post_init__(self) -> None:
         if self.in_view_score not in IN_VIEW_SCORES:
             raise ValueError(f"Rules.in_view_score must be one of {', '.join(IN_VIEW_SCORES)}, "
                              f"got {self.in_view_score!r}")
+        if self.box_method not in BOX_METHODS:
+            raise ValueError(f"Rules.box_method must be one of {', '.join(BOX_METHODS)}, got {self.box_method!r}")
         for name in ("in_view_threshold", "class_threshold", "box_tau"):
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and math.isfinite(v) and 0.0 <= v <= 1.0):
@@ -108,12 +131,12 @@ class Rules:
         values: dict[str, Any] = {
             "in_view_threshold": p.in_view_threshold if p.in_view_threshold is not None else p.sounding_threshold,
             "audio_gate_db": p.audio_gate_db, "class_threshold": p.class_threshold, "box_tau": p.box_tau,
-            "in_view_score": p.in_view_score or "av_score",
+            "in_view_score": p.in_view_score or "av_score", "box_method": p.box_method or "map",
         }
         unknown = sorted(set(overrides) - set(values))
         if unknown:
             raise TypeError(f"unknown rule overrides {unknown}; the rules are {sorted(values)}")
-        values.update({k: (v if k == "in_view_score" else float(v)) for k, v in overrides.items() if v is not None})
+        values.update({k: (v if k in TEXT_RULES else float(v)) for k, v in overrides.items() if v is not None})
         return cls(**values)
 
     def to_dict(self) -> dict[str, float | str]:
@@ -282,7 +305,7 @@ class Localizer:
         needs_v_fea = self.rules.in_view_score == "presence"
         out = self.backend.frame(x, audio_state.a_emb, timings=speed, features=needs_v_fea)
         t1 = time.perf_counter()
-        result = self._decide(out, audio_state, a.shape[:2], speed)
+        result = self._decide(out, audio_state, a, speed)
         result.image = a if self.keep_image else None
         result.rgb = is_rgb
         speed["postprocess"] = (time.perf_counter() - t1) * 1000.0
@@ -307,29 +330,32 @@ class Localizer:
         idx = [int(i) for i in np.argsort(-class_probs) if class_probs[i] >= self.rules.class_threshold]
         return idx or [int(np.argmax(class_probs))]
 
-    def _decide(self, out: dict[str, np.ndarray], state: AudioState, frame_hw: tuple[int, int],
+    def _decide(self, out: dict[str, np.ndarray], state: AudioState, image: np.ndarray,
                 speed: dict[str, float]) -> Result:
+        frame_hw = image.shape[:2]
         av = out["av_map"][0, 0].astype(np.float32)
         av_score = float(out["av_score"][0])
         cmaps = self.class_maps(out["class_probs"][0].astype(np.float32))
         presence = float(self.presence(out["v_fea"], state.audio_probs)[0]) if "v_fea" in out else None
-        score = presence if self.rules.in_view_score == "presence" else av_score
+        heard_av = float(heard_av_score(av[None], cmaps[None], state.class_probs[None])[0])
+        score = {"av_score": av_score, "presence": presence, "heard_av": heard_av}[self.rules.in_view_score]
         in_view = bool(state.gate_open and score is not None and score >= self.rules.in_view_threshold)
         named = self.named_classes(state.class_probs) if in_view else []
         result = Result(classes=self.classes, audio_probs=state.class_probs, sounding=tuple(self.classes[i] for i in named),
-                        boxes=[], av_score=av_score, presence=presence, in_view=in_view,
+                        boxes=[], av_score=av_score, presence=presence, heard_av=heard_av, in_view=in_view,
                         gate_open=bool(state.gate_open),
                         audio_db=state.audio_db, frame_size=(int(frame_hw[0]), int(frame_hw[1])), av_map_lowres=av,
                         class_maps_lowres=cmaps, rules=self.rules.to_dict(), speed=speed)
-        for i, box in zip(named, self.boxes(av, cmaps[named], frame_hw)):
+        for i, box in zip(named, self.boxes(av, cmaps[named], image)):
             if box is not None:
                 result.boxes.append(Box(self.classes[i], float(state.class_probs[i]), *box))
         return result
 
-    def boxes(self, av_map: np.ndarray, class_maps: np.ndarray, frame_hw: tuple[int, int],
-              tau: float | None = None) -> list[tuple[float, float, float, float] | None]:
-        """One (x, y, w, h) box in frame pixels, or None, per row of ``class_maps`` (the named
-        classes' low-resolution maps): :func:`avsl_edge.boxes.sounding_boxes` at ``tau`` (default
-        ``rules.box_tau``), worked out at a size whose long side is at most ``box_resolution``."""
-        return sounding_boxes(av_map, class_maps, frame_hw, self.rules.box_tau if tau is None else tau,
-                              self.box_resolution)
+    def boxes(self, av_map: np.ndarray, class_maps: np.ndarray, image: np.ndarray, tau: float | None = None,
+              method: str | None = None) -> list[tuple[float, float, float, float] | None]:
+        """One (x, y, w, h) box in pixels of the frame ``image`` (H, W, 3), or None, per row of
+        ``class_maps`` (the named classes' low-resolution maps): :func:`avsl_edge.boxes.sounding_boxes`
+        with ``method`` and ``tau`` (default ``rules.box_method``, ``rules.box_tau``), worked out at a
+        size whose long side is at most ``box_resolution``."""
+        return sounding_boxes(av_map, class_maps, image.shape[:2], self.rules.box_tau if tau is None else tau,
+                              self.box_resolution, method or self.rules.box_method, image)

@@ -59,7 +59,8 @@ def calibrate_bundle(bundle: Bundle, per_kind: int = SCENES_PER_KIND, negatives:
     log(f"[export] rules: in view when {cal.in_view_score} >= {cal.in_view_threshold:.3f} "
         f"(TPR {r['in_view']['tpr']:.2f}, off-screen FPR {r['in_view']['fpr']:.2f}; {other}), "
         f"audio_gate_db {cal.audio_gate_db:.1f}, class_threshold {cal.class_threshold:.2f} (F1 {r['class_f1']:.2f}), "
-        f"box_tau {cal.box_tau:.1f} (box IoU >= 0.5 for {100 * r['box_hit_rate']:.0f} % of the sounding classes)")
+        f"boxes by {cal.box_method} at tau {cal.box_tau:.1f} (box IoU >= 0.5 for {100 * r['box_hit_rate']:.0f} % of "
+        "the sounding classes)")
     for warning in r["warnings"]:
         log(f"[export] warning: {warning}")
     return cal.postprocessing()

@@ -27,6 +27,7 @@ if __package__ in (None, ""):
 
 import avsl_edge  # noqa: E402
 from avsl_edge.avcoco import load_avcoco, read_clip, read_frame  # noqa: E402
+from avsl_edge.boxes import BOX_METHODS  # noqa: E402
 from avsl_edge.localizer import IN_VIEW_SCORES  # noqa: E402
 
 
@@ -86,11 +87,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--in-view-threshold", type=float, help="override the calibrated threshold (0: always in view)")
     p.add_argument("--in-view-score", choices=IN_VIEW_SCORES, help="override the calibrated in-view score")
     p.add_argument("--box-tau", type=float, help="override the calibrated box cut (a fraction of the av map's max)")
+    p.add_argument("--box-method", choices=BOX_METHODS, help="override the calibrated way of cutting boxes")
     p.add_argument("--json", type=Path)
     args = p.parse_args(argv)
     loc = avsl_edge.load(args.model, variant=args.variant, intra_op_threads=args.threads,
                          in_view_threshold=args.in_view_threshold, in_view_score=args.in_view_score,
-                         box_tau=args.box_tau)
+                         box_tau=args.box_tau, box_method=args.box_method)
     result = {"bundle": str(loc.bundle.root), "rules": loc.rules.to_dict(), "figures": figures(loc, args.data)}
     text = json.dumps(result, indent=2)
     if args.json:

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from avsl_edge.boxes import heard_maps, largest_component, sounding_boxes, working_size
+from avsl_edge.result import Box
 
 
 def blob(cells: list[tuple[int, int]], size: int = 4, value: float = 1.0, floor: float = 0.01) -> np.ndarray:
@@ -93,3 +94,34 @@ def test_largest_component_is_8_connected():
 def test_bad_maps_are_clear_errors(av, maps, tau):
     with pytest.raises(ValueError, match="sounding_boxes"):
         sounding_boxes(av, maps, (64, 64), tau)
+
+
+def test_grabcut_boxes_follow_the_object_where_the_coarse_map_only_marks_it():
+    # a 200x200 frame: a red disc (the instrument, its box 60..140 x 50..130) on a grey, noisy wall
+    rng = np.random.default_rng(0)
+    frame = np.clip(rng.normal(128, 12, (200, 200, 3)), 0, 255).astype(np.uint8)
+    yy, xx = np.mgrid[:200, :200]
+    frame[(xx - 100) ** 2 + (yy - 90) ** 2 <= 40 ** 2] = (30, 30, 220)
+    truth = Box("disc", 1.0, 60, 50, 81, 81)
+    av = blob([(1, 1), (1, 2), (2, 1), (2, 2)], value=1.0, floor=0.05)   # 4x4 cells: the centre quarter
+    av[1, 1] = 0.6                                                      # brightest near the disc's centre
+    (cut,) = sounding_boxes(av, av[None], (200, 200), tau=0.3, method="map")
+    (grab,) = sounding_boxes(av, av[None], (200, 200), tau=0.3, method="grabcut", image=frame)
+    assert truth.iou(cut) < 0.5                  # the map's blob is not the disc's outline
+    assert truth.iou(grab) > 0.85                # GrabCut finds it from the blob
+
+
+def test_grabcut_needs_the_frame_and_falls_back_to_the_map_where_it_cannot_run():
+    av = blob([(1, 1), (1, 2), (2, 1), (2, 2)])
+    with pytest.raises(ValueError, match="method 'grabcut' needs the frame"):
+        sounding_boxes(av, av[None], (64, 64), 0.5, method="grabcut")
+    with pytest.raises(ValueError, match="needs the frame"):                       # not this frame's size
+        sounding_boxes(av, av[None], (64, 64), 0.5, method="grabcut", image=np.zeros((32, 32, 3), np.uint8))
+    with pytest.raises(ValueError, match="method must be one of map, grabcut"):
+        sounding_boxes(av, av[None], (64, 64), 0.5, method="snake")
+    tiny = np.zeros((4, 4, 3), np.uint8)                                          # too small for GrabCut
+    assert sounding_boxes(av, av[None], (4, 4), 0.5, method="grabcut", image=tiny) \
+        == sounding_boxes(av, av[None], (4, 4), 0.5, method="map")
+    flat = np.ones((4, 4), np.float32)                                            # no probable background
+    assert sounding_boxes(flat, flat[None], (64, 64), 0.5, method="grabcut", image=np.zeros((64, 64, 3), np.uint8)) \
+        == [(0.0, 0.0, 64.0, 64.0)]

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from avsl_edge.bundle import load_bundle
-from avsl_edge.calibrate import (BOX_GRID, OPERATING_FPRS, ThresholdFit, choose_in_view_score, f1, fit_audio_gate,
-                                 fit_box_tau, fit_class_threshold, fit_in_view_threshold, fpr_resolution_warnings,
-                                 in_view_warnings, named, operating_points, union_box)
-from avsl_edge.localizer import IN_VIEW_SCORES, Rules, class_presence
+from avsl_edge.calibrate import (BOX_RULE_GRID, OPERATING_FPRS, ThresholdFit, choose_in_view_score, f1,
+                                 fit_audio_gate, fit_box_rule, fit_class_threshold, fit_in_view_threshold,
+                                 fpr_resolution_warnings, in_view_warnings, named, operating_points, union_box)
+from avsl_edge.localizer import IN_VIEW_SCORES, Rules, class_presence, heard_av_score
 
 
 def test_in_view_threshold_separates_separable_scores():
@@ -112,15 +112,35 @@ def test_class_threshold_maximises_f1_of_the_named_classes():
     assert f1({0, 1}, {0}) == pytest.approx(2 / 3)
 
 
-def test_box_tau_is_the_cut_with_the_most_box_hits():
-    assert fit_box_tau({0.2: [True, False], 0.5: [True, True], 0.7: [True, True]}) == (0.7, 1.0)
-    assert fit_box_tau({0.3: [False, True, True], 0.6: [False, False, True]}) == (0.3, pytest.approx(2 / 3))
+def test_the_box_rule_is_the_way_and_cut_with_the_most_box_hits():
+    assert fit_box_rule({("map", 0.2): [True, False], ("map", 0.5): [True, True], ("map", 0.7): [True, True]}) \
+        == ("map", 0.7, 1.0)
+    assert fit_box_rule({("map", 0.3): [False, True, True], ("map", 0.6): [False, False, True]}) \
+        == ("map", 0.3, pytest.approx(2 / 3))
+    # GrabCut only when it hits more: on a tie the cheaper map cut wins
+    assert fit_box_rule({("map", 0.3): [True, False], ("grabcut", 0.3): [True, True]}) == ("grabcut", 0.3, 1.0)
+    assert fit_box_rule({("map", 0.3): [True, True], ("grabcut", 0.4): [True, True]}) == ("map", 0.3, 1.0)
+    with pytest.raises(ValueError, match="box methods must be among"):
+        fit_box_rule({("snake", 0.3): [True]})
     assert union_box([(10, 10, 5, 5), (30, 0, 10, 20)]) == (10, 0, 30, 20)
+
+
+def test_heard_av_fires_only_where_the_frame_shows_what_is_heard():
+    av = np.zeros((2, 3, 3), np.float32)
+    av[:, 0, 0] = 0.9                                   # the av map fires top-left in both frames
+    maps = np.zeros((2, 2, 3, 3), np.float32)
+    maps[0, 0, 0, 0] = 1.0                              # frame 0 shows class 0 there ...
+    maps[1, 1, 0, 0] = 1.0                              # ... frame 1 shows class 1 there
+    heard = np.array([[1.0, 0.0], [1.0, 0.0]], np.float32)  # class 0 is heard in both
+    assert heard_av_score(av, maps, heard) == pytest.approx([0.9, 0.0])
+    with pytest.raises(ValueError, match="heard_av_score"):
+        heard_av_score(av, maps[:, :, :2], heard)
 
 
 def test_the_export_stores_calibrated_rules(smoke_bundle):
     p = load_bundle(smoke_bundle, verify=False).manifest.postprocessing
-    assert p.in_view_threshold is not None and -60.0 <= p.audio_gate_db <= -40.0 and p.box_tau in BOX_GRID
+    assert p.in_view_threshold is not None and -60.0 <= p.audio_gate_db <= -40.0
+    assert (p.box_method, p.box_tau) in BOX_RULE_GRID
     report = p.calibration
     assert report["in_view"]["fpr"] <= report["max_fpr"] and report["scenes"] >= 4 * 40 + 250
     assert report["per_kind"]["offscreen"]["n"] == 250
@@ -139,12 +159,18 @@ def test_the_export_stores_calibrated_rules(smoke_bundle):
     assert rules.in_view_threshold == p.in_view_threshold and rules.class_threshold == p.class_threshold
     assert rules.in_view_score == p.in_view_score
     assert Rules.from_postprocessing(p, box_tau=0.3).box_tau == 0.3
+    assert rules.box_method == p.box_method and Rules.from_postprocessing(p, box_method="map").box_method == "map"
+    assert set(report["box_hit_rates"]) == {"map", "grabcut"}
+    assert report["box_hit_rates"][p.box_method][f"{p.box_tau:g}"] == report["box_hit_rate"]
+    with pytest.raises(ValueError, match="box_method must be one of map, grabcut"):
+        Rules(box_method="snake")
     with pytest.raises(TypeError, match="unknown rule overrides"):
         Rules.from_postprocessing(p, tau=0.3)
     with pytest.raises(ValueError, match="in_view_threshold must be a number in"):
         Rules(in_view_threshold=2.0)
-    with pytest.raises(ValueError, match="in_view_score must be one of av_score, presence"):
+    with pytest.raises(ValueError, match="in_view_score must be one of av_score, presence, heard_av"):
         Rules.from_postprocessing(p, in_view_score="loudness")
     # a bundle exported before the choice existed keeps its av_score rule
-    old = dataclasses.replace(p, in_view_score=None)
+    old = dataclasses.replace(p, in_view_score=None, box_method=None)
     assert Rules.from_postprocessing(old).in_view_score == "av_score"
+    assert Rules.from_postprocessing(old).box_method == "map"

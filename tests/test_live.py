@@ -190,12 +190,15 @@ def test_video_file_camera_records_n_frames_with_overlays_and_sound(media, bundl
             off = min(np.abs(rec[ys, c] - colour).mean() for c in (x - 1, x, x + 1))  # the 2-px line
             assert off < 40, (off, colour, box)
             checked += 1
-        if TRAINED:
+        if TRAINED:  # every box the trained model draws is the flute's, on the flute
             truth = [o.bbox for o in media.objects[line["camera_index"]] if o.category == CLASS][0]
-            mine = [b for b in line["boxes"] if b["label"] == CLASS]
-            assert mine and avsl_edge.Box(**mine[0]).iou(truth) >= 0.3, (mine, truth)
+            assert line["sounding"] in ([], [CLASS]), line["sounding"]
+            for box in line["boxes"]:
+                assert avsl_edge.Box(**box).iou(truth) >= 0.5, (box, truth)
     # the untrained smoke model's boxes often touch the frame edge or the HUD strip, where the edge
-    # colour cannot be checked; a quarter of the frames with a checkable box is plenty
+    # colour cannot be checked; a quarter of the frames with a checkable box is plenty. (The trained
+    # model's calibrated in-view rule decides on which frames it names the flute at all: with the `cpu`
+    # model its in-view score sits at the threshold on this scene, README "Live".)
     assert checked >= n // 4, "the model drew too few boxes to check"
 
 
