@@ -28,6 +28,7 @@ import ctypes
 import logging
 import os
 import sys
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -452,10 +453,13 @@ _TRT_DTYPES = {"FLOAT": np.float32, "HALF": np.float16, "INT32": np.int32, "INT6
 
 
 class _TrtGraph:
-    """One engine, its execution context and its device buffers (grown on demand)."""
+    """One engine, its execution context and its device buffers (grown on demand). An execution
+    context runs one inference at a time: callers on several threads (the live loop's workers, its
+    audio worker) take turns."""
 
     def __init__(self, trt: Any, engine: Any, record: Any, cuda: _CudaDriver):
         self.engine, self.record, self.cuda = engine, record, cuda
+        self._lock = threading.RLock()
         self.context = engine.create_execution_context()
         if self.context is None:
             raise BackendError(f"{record.file}: TensorRT could not create an execution context")
@@ -477,6 +481,10 @@ class _TrtGraph:
         return ptr
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        with self._lock:
+            return self._run(feeds)
+
+    def _run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         batch = next(iter(feeds.values())).shape[0]
         step = self.record.batch_max
         if batch > step:  # the engine's profile covers batch_min..batch_max: run in chunks

@@ -307,6 +307,9 @@ def configure_live(p: argparse.ArgumentParser) -> None:
                    help="recompute the audio embedding every SECONDS on the last 1 s of sound (default 0.25)")
     p.add_argument("--audio-worker", action="store_true",
                    help="compute the audio embedding on a second thread, overlapping the image path")
+    p.add_argument("--workers", type=int, default=1, metavar="N",
+                   help="process up to N frames at once (default 1); 2 keeps 30 fps on 2 cores with GrabCut boxes, "
+                        "whose ~20 ms run on one core while the next frame's image net runs")
     p.add_argument("--json", metavar="OUT.jsonl", type=Path,
                    help="one JSON line per processed frame (boxes in camera pixels, classes, scores, timings)")
     p.add_argument("--summary-json", metavar="OUT.json", type=Path,
@@ -356,6 +359,8 @@ def _check_args(args: argparse.Namespace) -> tuple[int, int] | None:
         raise UsageError(f"--hop must be > 0 seconds, got {args.hop}")
     if args.max_frames is not None and args.max_frames < 1:
         raise UsageError(f"--max-frames must be >= 1, got {args.max_frames}")
+    if not 1 <= args.workers <= 8:
+        raise UsageError(f"--workers must be 1..8 frames processed at once, got {args.workers}")
     if args.record is not None and args.record.suffix.lower() not in (".mp4", ".mov", ".mkv"):
         raise UsageError(f"--record {args.record}: the recording must end in .mp4, .mov or .mkv")
     if args.display_min < 0:
@@ -481,8 +486,10 @@ def _run(args: argparse.Namespace, loc: Any, camera: Any, mic: Any, window: Live
         stages["audio"].add(state.ms)
         return state
 
-    def process(frame: Any, state: Any) -> np.ndarray:  # every frame; `loop` is the LiveLoop below
-        r = loc.localize_frame(frame.image, state, rgb=True)
+    def infer(frame: Any, state: Any) -> Any:  # every frame; on a worker thread with --workers > 1
+        return loc.localize_frame(frame.image, state, rgb=True)
+
+    def finish(frame: Any, r: Any) -> np.ndarray:  # every frame, in capture order; `loop` is the LiveLoop below
         t_draw = time.perf_counter()
         h, w = display_size(*frame.image.shape[:2], args.display_min)
         if (h, w) != frame.image.shape[:2]:
@@ -523,8 +530,9 @@ def _run(args: argparse.Namespace, loc: Any, camera: Any, mic: Any, window: Live
             json_file.write(json.dumps(line) + "\n")
         return out
 
-    loop = LiveLoop(camera, mic, encode, process, hop=args.hop, max_frames=args.max_frames, recorder=args.record,
-                    display=window, audio_worker=args.audio_worker, close_sources=True)
+    loop = LiveLoop(camera, mic, encode, infer, finish_frame=finish, workers=args.workers, hop=args.hop,
+                    max_frames=args.max_frames, recorder=args.record, display=window, audio_worker=args.audio_worker,
+                    close_sources=True)
     failure: BaseException | None = None
     with contextlib.ExitStack() as stack:
         if args.json:

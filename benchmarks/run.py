@@ -192,6 +192,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", type=int, default=30)
     p.add_argument("--quick", action="store_true", help="fewer runs, no live loop, no training throughput")
     p.add_argument("--live-frames", type=int, default=300)
+    p.add_argument("--live-workers", type=int, default=2,
+                   help="avsl-edge live --workers (default 2: frames processed at once, README \"Live\")")
     p.add_argument("--eval-data", type=Path, help="AV-COCO split to score fp32 vs int8-cpu on (CIoU@0.3)")
     p.add_argument("--json", type=Path, default=REPO / "benchmarks" / "results.json")
     p.add_argument("--keep-bundle", type=Path, help="export the random model here (and keep it) instead of a temp dir")
@@ -234,7 +236,8 @@ def main(argv: list[str] | None = None) -> int:
                                                   peak_gemm_flops_onnxruntime(threads=args.threads, seconds=1.0)) / 1e9, 1)
         out["accuracy"] = int8_accuracy(bundle, args.eval_data)
         if not args.quick:
-            out["live"] = {v: live_loop(bundle, v, args.live_frames, work, args.threads)
+            out["live"] = {v: live_loop(bundle, v, args.live_frames, work, args.threads,
+                                        ("--workers", str(args.live_workers)))
                            for v in ("fp32", "int8-cpu") if v in variants}
             out["training_pairs_per_s"] = {name: torch_side.training_throughput(name, steps=2, batch=8)
                                            for name in ("cpu", "paper")}

@@ -13,6 +13,10 @@ Scheduling:
   * image: every frame the loop gets is processed with the newest audio state; the camera keeps
     only its newest frame, so when inference is slower than the camera, frames are dropped (and
     counted), never queued: latency stays one frame period + one inference;
+  * ``workers=N`` (default 1): up to N frames are processed at once on a thread pool (ONNX Runtime
+    and OpenCV's GrabCut release the GIL), while ``finish_frame`` (drawing, bookkeeping), the
+    recorder and the display handle the results on the loop's thread in capture order. It raises
+    the frame rate when one frame's work cannot use every core; latency stays about one inference;
   * a pump thread moves audio blocks from the source into the :class:`~runtime.ring.AudioRing`
     (and to the recorder) as they arrive.
 
@@ -29,6 +33,7 @@ import os
 import signal
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Protocol
@@ -192,7 +197,9 @@ class LiveLoop:
     """Run ``process_frame(frame, encode_audio(window))`` on a live camera + audio source.
 
     ``encode_audio(window: (16000,) float32) -> state``; ``process_frame(frame: Frame, state) ->
-    overlay`` (H, W, 3) uint8 RGB. ``recorder``: an output path (a :class:`LiveRecorder` is made at
+    overlay`` (H, W, 3) uint8 RGB, or, with ``finish_frame(frame, processed) -> overlay``, whatever
+    that takes. ``workers``: frames processed at once (module docstring); ``process_frame`` must then
+    be thread-safe, ``finish_frame`` need not be. ``recorder``: an output path (a :class:`LiveRecorder` is made at
     ``record_fps``, default the camera's fps) or a ``VideoWriter`` (then ``record_fps`` is
     required); it gets the overlays and the captured audio. ``display(overlay, stats) -> bool |
     None``: False stops the loop. ``stop``: an Event another thread may set. ``close_sources``:
@@ -203,8 +210,10 @@ class LiveLoop:
         camera: FrameSource,
         audio: AudioSource | None,
         encode_audio: Callable[[np.ndarray], Any],
-        process_frame: Callable[[Frame, Any], np.ndarray],
+        process_frame: Callable[[Frame, Any], Any],
         *,
+        finish_frame: Callable[[Frame, Any], np.ndarray] | None = None,
+        workers: int = 1,
         hop: float = 0.25,
         window_seconds: float = CLIP_SECONDS,
         stop: threading.Event | None = None,
@@ -220,8 +229,11 @@ class LiveLoop:
     ):
         if max_frames is not None and max_frames <= 0:
             raise ValueError(f"max_frames must be > 0, got {max_frames}")
+        if not isinstance(workers, int) or workers < 1:
+            raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
         self.camera, self.audio = camera, audio
         self.encode_audio, self.process_frame = encode_audio, process_frame
+        self.finish_frame, self.workers = finish_frame, workers
         self.hop, self.window_seconds = float(hop), float(window_seconds)
         HopSchedule(self.hop)  # validates hop
         self.stop = stop if stop is not None else threading.Event()
@@ -371,45 +383,47 @@ class LiveLoop:
             if self.audio_worker:
                 self._update_audio(end_time=None)  # the first frame never waits for the worker
                 self._start(self._audio_loop, "live:audio-encode")
-            while True:
-                if self.stop.is_set():
-                    reason = "interrupted" if self._signalled is not None else "stopped"
-                    break
-                self._raise_errors()
-                try:
-                    frame = self.camera.read(timeout=0.1)
-                except CameraEnded:
-                    reason = "camera_ended"
-                    break
-                if frame is None:
-                    continue
-                if not self.audio_worker and schedule.due(frame.timestamp):
-                    self._update_audio(end_time=frame.timestamp)
-                with self._state_lock:
-                    state, state_t_end = self._state, self._state_t_end
-                t = time.monotonic()
-                overlay = self.process_frame(frame, state)
-                ready = time.monotonic()
-                self._stats["frame"].add(ready - t)
-                self._stats["latency"].add(ready - frame.timestamp)
-                self._stats["audio_lag"].add(frame.timestamp - state_t_end)
-                self._fps.tick(ready)
-                self.frames += 1
-                if self.recorder is not None:
-                    t = time.monotonic()
-                    self._feed_recorder_audio()
-                    self.recorder.add_frame(np.asarray(overlay), frame)
-                    self._stats["record"].add(time.monotonic() - t)
-                if self.display is not None:
-                    t = time.monotonic()
-                    keep = self.display(overlay, self.stats())
-                    self._stats["display"].add(time.monotonic() - t)
-                    if keep is False:
-                        reason = "display_closed"
+            pool = ThreadPoolExecutor(self.workers, "live:frame") if self.workers > 1 else None
+            inflight: collections.deque = collections.deque()  # (frame, state_t_end, started, future)
+            submitted = 0
+            try:
+                while True:
+                    if self.stop.is_set():
+                        reason = "interrupted" if self._signalled is not None else "stopped"
                         break
-                if self.max_frames is not None and self.frames >= self.max_frames:
-                    reason = "max_frames"
-                    break
+                    self._raise_errors()
+                    if inflight and (len(inflight) >= self.workers or inflight[0][3].done()
+                                     or (self.max_frames is not None and submitted >= self.max_frames)):
+                        reason = self._handle(*inflight.popleft())
+                        if reason:
+                            break
+                        continue
+                    try:  # with frames in flight, look back at them every few ms: a finished one is shown at once
+                        frame = self.camera.read(timeout=0.005 if inflight else 0.1)
+                    except CameraEnded:
+                        reason = "camera_ended"
+                        while inflight and reason == "camera_ended":  # the frames already taken are shown
+                            reason = self._handle(*inflight.popleft()) or "camera_ended"
+                        break
+                    if frame is None:
+                        continue
+                    if not self.audio_worker and schedule.due(frame.timestamp):
+                        self._update_audio(end_time=frame.timestamp)
+                    with self._state_lock:
+                        state, state_t_end = self._state, self._state_t_end
+                    t = time.monotonic()
+                    if pool is None:
+                        done: Future = Future()
+                        done.set_result(self.process_frame(frame, state))
+                    else:
+                        done = pool.submit(self.process_frame, frame, state)
+                    inflight.append((frame, state_t_end, t, done))
+                    submitted += 1
+            finally:
+                if pool is not None:
+                    for *_, fut in inflight:
+                        fut.cancel()
+                    pool.shutdown(wait=True)
         except BaseException:  # an error, or KeyboardInterrupt (a second Ctrl-C): clean up, re-raise
             failed = True
             raise
@@ -418,6 +432,32 @@ class LiveLoop:
             for sig, handler in old_handlers.items():
                 signal.signal(sig, handler)
         return LiveResult(reason, self.frames, self.stats(), recording)
+
+    def _handle(self, frame: Frame, state_t_end: float, started: float, done: Future) -> str | None:
+        """Finish one processed frame (in capture order): overlay, stats, recorder, display. Returns
+        why the loop ends after it, or None."""
+        processed = done.result()  # an error in process_frame is raised here
+        overlay = self.finish_frame(frame, processed) if self.finish_frame is not None else processed
+        ready = time.monotonic()
+        self._stats["frame"].add(ready - started)
+        self._stats["latency"].add(ready - frame.timestamp)
+        self._stats["audio_lag"].add(frame.timestamp - state_t_end)
+        self._fps.tick(ready)
+        self.frames += 1
+        if self.recorder is not None:
+            t = time.monotonic()
+            self._feed_recorder_audio()
+            self.recorder.add_frame(np.asarray(overlay), frame)
+            self._stats["record"].add(time.monotonic() - t)
+        if self.display is not None:
+            t = time.monotonic()
+            keep = self.display(overlay, self.stats())
+            self._stats["display"].add(time.monotonic() - t)
+            if keep is False:
+                return "display_closed"
+        if self.max_frames is not None and self.frames >= self.max_frames:
+            return "max_frames"
+        return None
 
     def _feed_recorder_audio(self) -> None:
         while self._rec_audio:

@@ -226,12 +226,17 @@ def test_a_missing_microphone_is_exit_2_naming_it(media, capsys):
 def test_rule_overrides_reach_the_localizer_and_out_of_range_ones_are_exit_2(media, bundle, tmp_path, capsys):
     summary = tmp_path / "summary.json"
     assert live("--camera", media.video, "--mic", media.wav, "--model", bundle, "--no-display", "--max-frames", 2,
-                "--in-view-threshold", 0.25, "--box-tau", 0.75, "--summary-json", summary, "--threads", 1) == 0
-    rules = json.loads(summary.read_text())["rules"]
-    assert rules["in_view_threshold"] == 0.25 and rules["box_tau"] == 0.75
+                "--in-view-threshold", 0.25, "--box-tau", 0.75, "--box-method", "map", "--in-view-score", "heard_av",
+                "--summary-json", summary, "--threads", 1, "--workers", 2) == 0
+    s = json.loads(summary.read_text())
+    rules = s["rules"]
+    assert rules["in_view_threshold"] == 0.25 and rules["box_tau"] == 0.75 and rules["box_method"] == "map"
+    assert rules["in_view_score"] == "heard_av" and s["frames"] == 2
     for option in ("--in-view-threshold", "--box-tau"):
         assert live("--camera", media.video, "--mic", media.wav, "--model", bundle, "--no-display", option, 1.5) == 2
         assert f"{option} must be in [0, 1], got 1.5" in capsys.readouterr().err
+    assert live("--camera", media.video, "--mic", media.wav, "--model", bundle, "--no-display", "--workers", 0) == 2
+    assert "--workers must be 1..8 frames processed at once, got 0" in capsys.readouterr().err
 
 
 def test_no_display_here_says_to_use_no_display(media, monkeypatch, capsys):

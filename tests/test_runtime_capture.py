@@ -351,6 +351,59 @@ def test_slow_inference_drops_frames_instead_of_queueing(scene, tmp_path):
     print(f"\nslow inference: {st.line()}")
 
 
+def test_two_workers_keep_up_where_one_drops_frames_and_results_stay_in_capture_order(scene, tmp_path):
+    """``workers=2``: two frames are processed at once (the work here, like ONNX Runtime and GrabCut,
+    releases the GIL), finished on the loop's thread in capture order."""
+    video, wav, _ = scene
+    period = 1.0 / FPS
+    work_threads, finished = set(), []
+
+    def work(frame: Frame, state) -> tuple[int, np.ndarray]:  # 1.6 frame periods: one worker falls behind
+        work_threads.add(threading.current_thread().name)
+        time.sleep(1.6 * period)
+        return frame.index, frame.image
+
+    def finish(frame: Frame, done: tuple[int, np.ndarray]) -> np.ndarray:
+        assert threading.current_thread() is threading.main_thread() and done[0] == frame.index
+        finished.append(frame.index)
+        return done[1]
+
+    one = LiveLoop(CameraSource(video), FileAudioSource(wav), rms_state, work, finish_frame=finish,
+                   max_frames=30).run()
+    order_one, finished[:] = list(finished), []
+    two = LiveLoop(CameraSource(video), FileAudioSource(wav), rms_state, work, finish_frame=finish, workers=2,
+                   max_frames=30, recorder=tmp_path / "two.mp4").run()
+    assert one.frames == two.frames == 30 and len(finished) == 30
+    assert finished == sorted(finished) and order_one == sorted(order_one)  # capture order, no frame twice
+    assert one.stats.camera_dropped >= 10                 # one worker: about every other frame dropped
+    assert two.stats.camera_dropped <= 3, two.stats.line()  # two: they keep up with the camera
+    assert any(name.startswith("live:frame") for name in work_threads)
+    assert two.stats.stages["latency"].max_ms < 1000 * (1.6 + 2) * period + 60  # still bounded
+    assert probe(tmp_path / "two.mp4").frames >= 30
+    cam = CameraSource(video)
+    try:
+        with pytest.raises(ValueError, match="workers must be an integer >= 1"):
+            LiveLoop(cam, None, rms_state, work, workers=0)
+    finally:
+        cam.close()
+
+
+def test_an_error_on_a_worker_is_raised_by_the_loop(scene, tmp_path):
+    video, wav, _ = scene
+
+    def broken(frame: Frame, state) -> np.ndarray:
+        if frame.index == 5:
+            raise RuntimeError("model failed on frame 5")
+        return frame.image
+
+    out = tmp_path / "err.mp4"
+    cam = CameraSource(video)
+    with pytest.raises(RuntimeError, match="frame 5"):
+        LiveLoop(cam, FileAudioSource(wav), rms_state, broken, workers=2, recorder=out).run()
+    assert not cam.running and 4 <= probe(out).frames <= 8
+    assert_playable(out)
+
+
 def test_audio_worker_thread_updates_every_hop(scene):
     video, wav, _ = scene
     threads = set()
