@@ -51,6 +51,7 @@ GRABCUT_RESOLUTION = 128  # long side (pixels) at which GrabCut runs (160: +1 po
 GRABCUT_SURE = 0.9        # heard map >= this x its max: sure foreground
 GRABCUT_ITERATIONS = 2    # 1: -3 points of hits; 5: no better, 1.3x the time
 GRABCUT_MIN_SIDE = 8      # a frame smaller than this (working size) gets the "map" box
+GRABCUT_SEED = 0x5EED     # OpenCV's random generator state before each GrabCut (determinism)
 
 
 def working_size(frame_hw: Sequence[int], resolution: int) -> tuple[int, int]:
@@ -123,6 +124,9 @@ def grabcut_foreground(image: np.ndarray, heard: np.ndarray, tau: float) -> np.n
     if min(mask.shape) < GRABCUT_MIN_SIDE or not (mask == cv2.GC_PR_BGD).any() or not (mask == cv2.GC_FGD).any():
         return None
     models = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)  # GrabCut's two colour GMMs
+    # GrabCut seeds its colour models with k-means++ on OpenCV's per-thread random generator: reseed
+    # it, so a frame's boxes do not depend on what ran before on this thread
+    cv2.setRNGSeed(GRABCUT_SEED)
     cv2.grabCut(image, mask, None, *models, GRABCUT_ITERATIONS, cv2.GC_INIT_WITH_MASK)
     return (mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD)
 
