@@ -113,14 +113,11 @@ def grabcut_foreground(image: np.ndarray, heard: np.ndarray, tau: float) -> np.n
     One GrabCut serves all n classes, so its cost does not grow with the classes named. None where
     GrabCut cannot run (then the caller cuts the maps themselves)."""
     mask = np.full(heard.shape[1:], cv2.GC_PR_BGD, np.uint8)
-    for m in heard:
-        peak = float(m.max())
-        if peak > 0:
-            mask[m >= tau * peak] = cv2.GC_PR_FGD
-    for m in heard:  # sure foreground last, so no class's probable cut overwrites another's sure one
-        peak = float(m.max())
-        if peak > 0:
-            mask[m >= GRABCUT_SURE * peak] = cv2.GC_FGD
+    seeded = [(m, float(m.max())) for m in heard if m.max() > 0]
+    for m, peak in seeded:
+        mask[m >= tau * peak] = cv2.GC_PR_FGD
+    for m, peak in seeded:  # sure foreground last, so no class's probable cut overwrites another's sure one
+        mask[m >= GRABCUT_SURE * peak] = cv2.GC_FGD
     if min(mask.shape) < GRABCUT_MIN_SIDE or not (mask == cv2.GC_PR_BGD).any() or not (mask == cv2.GC_FGD).any():
         return None
     models = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)  # GrabCut's two colour GMMs
@@ -149,15 +146,14 @@ def sounding_boxes(av_map: np.ndarray, class_maps: np.ndarray, frame_hw: Sequenc
         raise ValueError(f"sounding_boxes: tau is a fraction of the maximum in [0, 1], got {tau}")
     if method not in BOX_METHODS:
         raise ValueError(f"sounding_boxes: method must be one of {', '.join(BOX_METHODS)}, got {method!r}")
-    small = None
-    if method == "grabcut":
-        if image is None or np.ndim(image) != 3 or np.shape(image)[:2] != tuple(int(v) for v in frame_hw[:2]):
-            raise ValueError(f"sounding_boxes: method 'grabcut' needs the frame, (H, W, 3) uint8 of frame_hw "
-                             f"{tuple(frame_hw)}, got {None if image is None else np.shape(image)}")
-        resolution = min(resolution, GRABCUT_RESOLUTION)
-    wh, ww = working_size(frame_hw, resolution)
-    if method == "grabcut":
-        small = cv2.resize(np.ascontiguousarray(image, dtype=np.uint8), (ww, wh), interpolation=cv2.INTER_AREA)
+    grabcut = method == "grabcut"
+    if grabcut and (image is None or np.ndim(image) != 3
+                    or np.shape(image)[:2] != tuple(int(v) for v in frame_hw[:2])):
+        raise ValueError(f"sounding_boxes: method 'grabcut' needs the frame, (H, W, 3) uint8 of frame_hw "
+                         f"{tuple(frame_hw)}, got {None if image is None else np.shape(image)}")
+    wh, ww = working_size(frame_hw, min(resolution, GRABCUT_RESOLUTION) if grabcut else resolution)
+    small = (cv2.resize(np.ascontiguousarray(image, dtype=np.uint8), (ww, wh), interpolation=cv2.INTER_AREA)
+             if grabcut else None)
     heard = heard_maps_at(av_low, maps, (wh, ww))
     fg = grabcut_foreground(small, heard, tau) if small is not None and len(heard) else None
     fx, fy = int(frame_hw[1]) / ww, int(frame_hw[0]) / wh

@@ -294,8 +294,9 @@ def calibrate(localizer: "Localizer", scenes: Sequence[CalibrationScene], max_fp
         "in_view_operating_points": {k: operating_points(p, n, sorted({*OPERATING_FPRS, max_fpr}))
                                      for k, (p, n) in split.items()},
         "class_f1": cls_f1, "box_hit_rate": box_rate,
-        "box_hit_rates": {m: {f"{t:g}": float(np.mean(box_hits[(m, t)])) for mm, t in BOX_RULE_GRID if mm == m}
-                          for m in BOX_METHODS} if all(box_hits.values()) else {}, "quietest_clip_db": float(min(levels)), "per_kind": per_kind,
+        "box_hit_rates": ({m: {f"{t:g}": float(np.mean(box_hits[(m, t)])) for mm, t in BOX_RULE_GRID if mm == m}
+                           for m in BOX_METHODS} if all(box_hits.values()) else {}),
+        "quietest_clip_db": float(min(levels)), "per_kind": per_kind,
         "warnings": fpr_resolution_warnings(len(neg), max_fpr) + in_view_warnings(fit, max_fpr, chosen),
     }
     return Calibration(fit.threshold, gate, cls_t, box_tau, report, chosen, box_method)

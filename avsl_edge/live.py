@@ -309,7 +309,7 @@ def configure_live(p: argparse.ArgumentParser) -> None:
                    help="compute the audio embedding on a second thread, overlapping the image path")
     p.add_argument("--workers", type=int, default=1, metavar="N",
                    help="process up to N frames at once (default 1); 2 keeps 30 fps on 2 cores with GrabCut boxes, "
-                        "whose ~20 ms run on one core while the next frame's image net runs")
+                        "whose 20-30 ms a frame run on one core while the next frame's image net runs")
     p.add_argument("--json", metavar="OUT.jsonl", type=Path,
                    help="one JSON line per processed frame (boxes in camera pixels, classes, scores, timings)")
     p.add_argument("--summary-json", metavar="OUT.json", type=Path,
@@ -331,7 +331,7 @@ def configure_live(p: argparse.ArgumentParser) -> None:
                         "above X times its max, or GrabCut's probable foreground)")
     p.add_argument("--box-method", choices=BOX_METHODS,
                    help="override the bundle's calibrated way of cutting boxes: map (the av map's blob, cheap) or "
-                        "grabcut (the object's outline on the frame, ~25 ms a box on one core)")
+                        "grabcut (the objects' outlines on the frame, 20-30 ms a frame on one core)")
     p.add_argument("--snapshot-dir", metavar="DIR", type=Path, default=Path("."),
                    help="where the s key saves snapshots (default: the current folder)")
     add_model_options(p)
