@@ -356,6 +356,7 @@ class Localizer:
         """One (x, y, w, h) box in pixels of the frame ``image`` (H, W, 3), or None, per row of
         ``class_maps`` (the named classes' low-resolution maps): :func:`avsl_edge.boxes.sounding_boxes`
         with ``method`` and ``tau`` (default ``rules.box_method``, ``rules.box_tau``), worked out at a
-        size whose long side is at most ``box_resolution``."""
+        size whose long side is at most ``box_resolution`` (GrabCut: at most
+        :data:`avsl_edge.boxes.GRABCUT_RESOLUTION`)."""
         return sounding_boxes(av_map, class_maps, image.shape[:2], self.rules.box_tau if tau is None else tau,
                               self.box_resolution, method or self.rules.box_method, image)
