@@ -18,6 +18,7 @@ import numpy as np
 import soundfile
 import soxr
 
+from .errors import UserError
 from .fileio import atomic_path
 
 SAMPLE_RATE = 16000
@@ -25,7 +26,7 @@ CLIP_SECONDS = 1.0
 CLIP_SAMPLES = int(SAMPLE_RATE * CLIP_SECONDS)
 
 
-class AudioError(ValueError):
+class AudioError(UserError, ValueError):
     """Audio that cannot be turned into a model input (wrong shape, dtype, NaN, unreadable file)."""
 
 

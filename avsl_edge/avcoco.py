@@ -24,6 +24,7 @@ from typing import Any, Mapping, Sequence
 import cv2
 import numpy as np
 
+from .errors import UserError
 from .audio import SAMPLE_RATE, AudioError, load_audio
 from .fileio import atomic_path
 
@@ -33,7 +34,7 @@ AUDIO_SUFFIXES = (".wav", ".flac")
 _BOX_TOLERANCE = 1e-3  # pixels: float round-off on boxes that touch the border
 
 
-class AVCocoError(ValueError):
+class AVCocoError(UserError, ValueError):
     """A problem in an AV-COCO folder; the message names the file and the offending entry."""
 
 

@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from .errors import UserError
 from .bundle import AUDIO, GRAPH_IO, GRAPHS, HEAD, IMAGE, Bundle, BundleError
 from .registry import cache_dir
 
@@ -49,7 +50,7 @@ _GPU_EPS = {TRT_EP: "tensorrt", CUDA_EP: "cuda"}
 Provider = str | tuple[str, dict[str, Any]]
 
 
-class BackendError(RuntimeError):
+class BackendError(UserError, RuntimeError):
     """A backend that cannot be created or run here (unknown provider, missing TensorRT, ...)."""
 
 

@@ -46,6 +46,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from .errors import UserError
 from .fileio import atomic_path
 from .metrics import ClusterMatch
 
@@ -75,7 +76,7 @@ GRAPH_IO: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 BATCH = "batch"  # the name of the dynamic batch dimension in shapes
 
 
-class BundleError(ValueError):
+class BundleError(UserError, ValueError):
     """A bundle that cannot be used: missing/corrupt files, wrong format version, bad manifest."""
 
 

@@ -29,25 +29,17 @@ from typing import Any
 
 import numpy as np
 
-from .audio import SAMPLE_RATE, AudioError
-from .avcoco import AVCocoError
-from .backends import BACKENDS, BackendError
-from .bundle import VARIANTS, BundleError, json_default
-from .localizer import InputError
+from .audio import SAMPLE_RATE
+from .backends import BACKENDS
+from .bundle import VARIANTS, json_default
+from .errors import UserError
 from .media import MediaError
-from .preprocess import PreprocessError
-from .registry import ModelNotFoundError
-from .tensorrt_engine import TensorRTUnavailable
 
 
-class UsageError(ValueError):
+class UsageError(UserError, ValueError):
     """A bad command line or input file found after parsing (exit code 2)."""
 
 
-USER_ERRORS: tuple[type[BaseException], ...] = (
-    UsageError, InputError, AudioError, PreprocessError, BundleError, AVCocoError, MediaError, ModelNotFoundError,
-    BackendError, TensorRTUnavailable, FileExistsError,
-)
 
 
 @dataclass(frozen=True)
@@ -463,7 +455,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(name)s: %(message)s")
     try:
         return int(args.handler(args))
-    except USER_ERRORS as exc:
+    except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

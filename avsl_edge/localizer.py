@@ -50,6 +50,7 @@ from typing import Any
 
 import numpy as np
 
+from .errors import UserError
 from .audio import CLIP_SAMPLES, SAMPLE_RATE, AudioError, fit_clip, resample, to_mono_float32
 from .backends import Backend
 from .boxes import BOX_METHODS, WORKING_RESOLUTION, sounding_boxes
@@ -66,7 +67,7 @@ IN_VIEW_SCORES: tuple[str, ...] = ("av_score", "presence", "heard_av")
 TEXT_RULES: tuple[str, ...] = ("in_view_score", "box_method")  # the Rules that are names, not numbers
 
 
-class InputError(ValueError):
+class InputError(UserError, ValueError):
     """A frame (or other argument) that the localizer cannot use; the message says how to fix it."""
 
 

@@ -16,11 +16,12 @@ from typing import Iterable
 import av
 import numpy as np
 
+from .errors import UserError
 from .audio import SAMPLE_RATE, resample, to_mono_float32
 from .fileio import commit, temp_sibling
 
 
-class MediaError(ValueError):
+class MediaError(UserError, ValueError):
     """A video file that cannot be read or written as asked."""
 
 

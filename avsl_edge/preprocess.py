@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
+from .errors import UserError
 
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
@@ -27,7 +28,7 @@ _STD = np.asarray(IMAGENET_STD, dtype=np.float32).reshape(3, 1, 1)
 _LUT = (np.arange(256, dtype=np.float32)[None, :] / np.float32(255.0) - _MEAN[:, :, 0]) / _STD[:, :, 0]
 
 
-class PreprocessError(ValueError):
+class PreprocessError(UserError, ValueError):
     """A frame that cannot be turned into a model input."""
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from .errors import UserError
 from .fileio import atomic_path
 
 ENV_MODEL = "AVSL_EDGE_MODEL"
@@ -33,7 +34,7 @@ HOW_TO_GET_A_MODEL = (
 )
 
 
-class ModelNotFoundError(FileNotFoundError):
+class ModelNotFoundError(UserError, FileNotFoundError):
     """No bundle was named and none is configured or registered."""
 
 

@@ -34,6 +34,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from .errors import UserError
 from .bundle import (ENGINE_DIR, GRAPHS, Bundle, BundleError, EngineRecord, load_bundle, read_manifest,
                      sha256_file, write_manifest)
 from .fileio import atomic_path
@@ -44,7 +45,7 @@ INSTALL_HINT = ("install TensorRT 10 or 11 for this machine's CUDA: `pip install
                 "JetPack 6 package `sudo apt install python3-libnvinfer`")
 
 
-class TensorRTUnavailable(RuntimeError):
+class TensorRTUnavailable(UserError, RuntimeError):
     """TensorRT (or a GPU with its driver) is not present or not a supported version."""
 
 
@@ -52,7 +53,7 @@ class EngineMismatchError(BundleError):
     """An engine built for another GPU, TensorRT version or ONNX file."""
 
 
-class EngineBuildError(RuntimeError):
+class EngineBuildError(UserError, RuntimeError):
     """TensorRT could not parse a graph or build an engine."""
 
 

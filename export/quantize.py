@@ -32,10 +32,12 @@ from onnx import helper
 from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
                                       quant_pre_process, quantize_static)
 
+from avsl_edge.errors import UserError
+
 CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
 
 
-class QuantizeError(RuntimeError):
+class QuantizeError(UserError, RuntimeError):
     """A graph that could not be converted."""
 
 

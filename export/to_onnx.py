@@ -48,6 +48,7 @@ from torch import Tensor, nn
 from avsl_edge import bundle as B
 from avsl_edge.audio import CLIP_SAMPLES, SAMPLE_RATE, fit_clip
 from avsl_edge.avcoco import AVCocoError, load_avcoco, read_clip, read_frame
+from avsl_edge.errors import OutputExistsError, UserError
 from avsl_edge.metrics import ClusterMatch
 from avsl_edge.preprocess import IMAGENET_MEAN, IMAGENET_STD, preprocess_frame
 from avsl_edge.backends import CPU_EP, OnnxRuntimeBackend
@@ -76,7 +77,7 @@ VARIANT_DESCRIPTIONS = {
 }
 
 
-class ExportError(RuntimeError):
+class ExportError(UserError, RuntimeError):
     """An export that cannot be completed or that does not match PyTorch."""
 
 
@@ -279,9 +280,9 @@ def _prepare_out(out_dir: Path) -> None:
     """A non-empty ``out_dir`` is only ever replaced when it is a bundle."""
     if out_dir.exists():
         if not out_dir.is_dir():
-            raise FileExistsError(f"{out_dir} exists and is not a folder")
+            raise OutputExistsError(f"{out_dir} exists and is not a folder")
         if any(out_dir.iterdir()) and not (out_dir / B.MANIFEST_NAME).is_file():
-            raise FileExistsError(f"{out_dir} is not empty and is not a bundle; choose another --out")
+            raise OutputExistsError(f"{out_dir} is not empty and is not a bundle; choose another --out")
 
 
 def _run_metrics(ckpt: Path) -> dict | None:
@@ -509,8 +510,7 @@ def main(argv: list[str] | None = None) -> int:
         export_run(ckpt, out, args.calibration_data, eval_data=eval_data, variants=variants,
                    calibration_size=args.calibration_size, calibration_method=args.calibration_method,
                    evaluate=not args.no_eval, threads=args.threads, max_fpr=args.max_fpr)
-    except (CheckpointError, AVCocoError, B.BundleError, ExportError, quantize.QuantizeError,
-            FileExistsError, ValueError) as exc:
+    except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0

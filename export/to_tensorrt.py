@@ -22,8 +22,9 @@ if __package__ in (None, ""):  # `python export/to_tensorrt.py`: make the reposi
 
 import argparse
 
-from avsl_edge.bundle import GRAPHS, TENSORRT_VARIANTS, BundleError
-from avsl_edge.tensorrt_engine import (BuildOptions, EngineBuildError, TensorRTUnavailable, build_bundle_engines,
+from avsl_edge.bundle import GRAPHS, TENSORRT_VARIANTS
+from avsl_edge.errors import UserError
+from avsl_edge.tensorrt_engine import (BuildOptions, build_bundle_engines,
                                        gpu_info, import_tensorrt)
 
 
@@ -57,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         gpu = gpu_info()
         print(f"TensorRT {trt.__version__} on {gpu.name} (compute capability {gpu.compute_capability})")
         records = build_bundle_engines(args.bundle, args.variant, options, graphs, trt=trt, gpu=gpu)
-    except (TensorRTUnavailable, BundleError, EngineBuildError) as exc:
+    except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     for r in records:

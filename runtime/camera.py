@@ -29,10 +29,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from avsl_edge.errors import UserError
+
 DEFAULT_FPS = 30.0
 
 
-class CameraError(RuntimeError):
+class CameraError(UserError, RuntimeError):
     """A camera, stream or video file that cannot be opened or stopped delivering frames."""
 
 

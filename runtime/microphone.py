@@ -33,9 +33,10 @@ import numpy as np
 import soxr
 
 from avsl_edge.audio import SAMPLE_RATE, load_audio
+from avsl_edge.errors import UserError
 
 
-class MicrophoneError(RuntimeError):
+class MicrophoneError(UserError, RuntimeError):
     """An audio input that does not exist, cannot be opened (busy), or stopped delivering."""
 
 

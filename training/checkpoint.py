@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from avsl_edge.errors import UserError
 from avsl_edge.fileio import atomic_path
 
 FORMAT = "avsl-edge/checkpoint"
@@ -20,7 +21,7 @@ VERSION = 1
 KINDS = ("stage_one", "stage_two")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError, ValueError):
     """A checkpoint that is missing, corrupt, foreign, or of the wrong kind/round."""
 
 

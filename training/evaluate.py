@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from avsl_edge.avcoco import AVCoco, AVCocoError, load_avcoco, read_clip, read_frame
 from avsl_edge.audio import fit_clip
+from avsl_edge.errors import UserError
 from avsl_edge.evaluation import EvalSettings, Prediction, score, write_report
 from avsl_edge.metrics import ClusterMatch, Thresholds
 from avsl_edge.preprocess import preprocess_frame
@@ -111,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         overrides = {f: getattr(args, f) for f in EvalConfig.__dataclass_fields__ if getattr(args, f) is not None}
         table = evaluate(ckpt, args.data, device=args.device, overrides=overrides)
-    except (CheckpointError, AVCocoError, ValueError) as exc:
+    except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(write_report(table, args.json, args.markdown))

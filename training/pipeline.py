@@ -22,13 +22,13 @@ from pathlib import Path
 
 import torch
 
-from avsl_edge.avcoco import AVCocoError, load_avcoco
+from avsl_edge.avcoco import load_avcoco
+from avsl_edge.errors import UserError
 from avsl_edge.evaluation import markdown_table, write_report
 from avsl_edge.fileio import atomic_path
 from avsl_edge.metrics import ClusterMatch
 from training import distributed as du
 from training import stage_one, stage_two
-from training.checkpoint import CheckpointError
 from training.config import (RunConfig, add_override_arguments, apply_overrides, check_config,
                              collect_overrides, inference_size, load_config, preset, save_config)
 from training.data.synth import SynthConfig, SynthMusic, contact_sheet, scene_seed, write_split
@@ -249,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     args, cfg = parse_args(argv)
     try:
         run(cfg, resume=args.resume, progress=not args.quiet)
-    except (CheckpointError, AVCocoError, ValueError) as exc:
+    except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -20,6 +20,7 @@ from typing import Any, Mapping
 import cv2
 import numpy as np
 
+from avsl_edge.errors import UserError
 from avsl_edge.audio import AudioError, load_audio
 from training.data.classes import CLASSES
 
@@ -27,7 +28,7 @@ DEFAULT_ASSET_DIR = Path(__file__).resolve().parent / "assets" / "synthmusic"
 PACK_VERSION = 1
 
 
-class AssetError(ValueError):
+class AssetError(UserError, ValueError):
     """The asset pack is missing or inconsistent; the message names the file and the entry."""
 
 

@@ -47,6 +47,7 @@ import torch
 from torch.utils.data import Dataset
 
 from avsl_edge.audio import SAMPLE_RATE
+from avsl_edge.errors import UserError
 from avsl_edge.fileio import atomic_path
 from avsl_edge.media import MediaError, probe, read_audio_track
 from avsl_edge.preprocess import normalize_chw, preprocess_frame, resize_rgb
@@ -61,7 +62,7 @@ _FRAME_DIR_RE = re.compile(r"^frame_(\d+)$")
 _STEM_SUFFIX_RE = re.compile(r"^(.+)_\d+_\d+$")
 
 
-class MusicError(ValueError):
+class MusicError(UserError, ValueError):
     """A problem with MUSIC-layout data; the message names the file and the entry."""
 
 

@@ -41,6 +41,7 @@ import numpy as np
 
 from avsl_edge.audio import save_audio
 from avsl_edge.avcoco import AVImage, AVObject, write_avcoco
+from avsl_edge.errors import OutputExistsError
 from avsl_edge.fileio import atomic_dir, atomic_path
 from training.data.assets import Assets, load_assets
 from training.data.classes import CLASSES, MONOPHONIC
@@ -710,9 +711,9 @@ def write_split(
     root = Path(root)
     if root.exists():
         if not root.is_dir():
-            raise FileExistsError(f"{root} exists and is not a folder")
+            raise OutputExistsError(f"{root} exists and is not a folder")
         if any(root.iterdir()) and not force:
-            raise FileExistsError(f"{root} is not empty; pass force=True (--force) to replace it")
+            raise OutputExistsError(f"{root} is not empty; pass force=True (--force) to replace it")
     if synth is None:
         synth = SynthMusic(SynthConfig(image_size=image_size))
     elif synth.config.image_size != image_size:
