@@ -25,10 +25,20 @@ atexit.register(shutil.rmtree, os.environ["XDG_CACHE_HOME"], ignore_errors=True)
 
 @pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory) -> Path:
-    """A finished `python -m training.pipeline --preset smoke` run folder (with its ONNX bundle)."""
+    """A finished `python -m training.pipeline --preset smoke` run folder (with its ONNX bundle).
+
+    ``AVSL_EDGE_TEST_SMOKE_RUN=DIR`` copies the finished smoke run DIR instead of training one (for
+    quick reruns of a few tests while the code that trains and exports is unchanged)."""
+    out = tmp_path_factory.mktemp("runs") / "smoke"
+    reuse = os.environ.get("AVSL_EDGE_TEST_SMOKE_RUN")
+    if reuse:  # a developer's shortcut: a copy of a finished smoke run (CI always trains one)
+        shutil.copytree(reuse, out, symlinks=True)
+        from avsl_edge.registry import register_bundle
+
+        register_bundle(out / "bundle")  # as the pipeline does after its export
+        return out
     from training.pipeline import main as pipeline_main
 
-    out = tmp_path_factory.mktemp("runs") / "smoke"
     assert pipeline_main(["--preset", "smoke", "--quiet", "--out", str(out)]) == 0
     return out
 
