@@ -95,6 +95,27 @@ def assert_playable(path: Path) -> dict[str, dict]:
     return s
 
 
+def outline_offset(img: np.ndarray, box: dict, scale: float, colour: np.ndarray, bottom: int) -> float:
+    """Median distance from ``colour`` along the outline of ``box`` (frame pixels, drawn ``scale``
+    times larger in ``img``), each point taking the best of the 3 pixels across the 2-px line. Edges
+    on the image border are drawn half inside it, so they are sampled on the border; the middle 80 %
+    of each edge is used (tags sit at the corners) and rows from ``bottom`` down (the HUD) are left out."""
+    h, w = img.shape[:2]
+    x0, y0 = round(box["x"] * scale), round(box["y"] * scale)
+    x1, y1 = round((box["x"] + box["w"]) * scale), round((box["y"] + box["h"]) * scale)
+    dist = []
+    for fixed, lo, hi, vertical in ((x0, y0, y1, True), (x1, y0, y1, True), (y0, x0, x1, False), (y1, x0, x1, False)):
+        span = hi - lo
+        for t in np.linspace(lo + 0.1 * span, hi - 0.1 * span, max(2, span // 4)).round().astype(int):
+            across = [min(max(fixed + d, 0), (w if vertical else h) - 1) for d in (-1, 0, 1)]
+            pts = [(int(t), c) if vertical else (c, int(t)) for c in across]  # (row, col)
+            pts = [(r, c) for r, c in pts if 0 <= r < min(h, bottom) and 0 <= c < w]
+            if pts:
+                dist.append(min(float(np.abs(img[r, c] - colour).mean()) for r, c in pts))
+    assert dist, f"box {box} lies wholly in the HUD strip"
+    return float(np.median(dist))
+
+
 def read_frames(path: Path) -> list[np.ndarray]:
     cap = cv2.VideoCapture(str(path))
     out = []
@@ -136,10 +157,11 @@ def test_the_class_heard_through_the_microphone_is_what_the_model_says_offline(p
     heard_live, heard_offline = classes[int(np.argmax(live_probs))], classes[int(np.argmax(offline_probs))]
     print(f"\nmicrophone -> live: {heard_live} {live_probs.max():.2f}; offline on the clip: {heard_offline} "
           f"{offline_probs.max():.2f}; played: {CLASS}; {s['fps']} fps, latency {s['latency_ms']}")
-    assert heard_live == heard_offline
-    assert np.abs(live_probs - offline_probs).max() < 0.25  # the same sound, heard at other offsets
+    # the same sound, heard at other offsets: the whole class distribution agrees (its argmax need not,
+    # where a barely trained model gives two classes nearly the same probability)
+    assert np.abs(live_probs - offline_probs).max() < 0.25
     if TRAINED:
-        assert heard_live == CLASS
+        assert heard_live == heard_offline == CLASS
 
 
 def test_list_devices_shows_cameras_and_the_pulse_microphone(pulse, capsys):
@@ -180,14 +202,9 @@ def test_video_file_camera_records_n_frames_with_overlays_and_sound(media, bundl
         diff = np.abs(rec - src).mean(axis=2)
         assert diff[hud_rows].mean() > 40  # the HUD strip
         assert np.median(diff[: hud_rows.start]) < 30  # the overlay is drawn over the camera's frame
-        for box in line["boxes"][-1:]:  # the box drawn last is on top: its left edge is in the class colour
-            f = size[1] / line["frame_size"]["width"]
-            x, y, h = round(box["x"] * f), round(box["y"] * f), round(box["h"] * f)
-            ys = slice(y + h // 4, min(y + 3 * h // 4, hud_rows.start))
-            if ys.stop - ys.start < 5 or not 2 <= x < size[1] - 2:
-                continue
+        for box in line["boxes"][-1:]:  # the box drawn last is on top: its outline is in the class colour
             colour = np.array(class_colour(line["classes"].index(box["label"])))
-            off = min(np.abs(rec[ys, c] - colour).mean() for c in (x - 1, x, x + 1))  # the 2-px line
+            off = outline_offset(rec, box, size[1] / line["frame_size"]["width"], colour, hud_rows.start)
             assert off < 40, (off, colour, box)
             checked += 1
         if TRAINED:  # every box the trained model draws is the flute's, on the flute
@@ -195,11 +212,13 @@ def test_video_file_camera_records_n_frames_with_overlays_and_sound(media, bundl
             assert line["sounding"] in ([], [CLASS]), line["sounding"]
             for box in line["boxes"]:
                 assert avsl_edge.Box(**box).iou(truth) >= 0.5, (box, truth)
-    # the untrained smoke model's boxes often touch the frame edge or the HUD strip, where the edge
-    # colour cannot be checked; a quarter of the frames with a checkable box is plenty. (The trained
-    # model's calibrated in-view rule decides on which frames it names the flute at all: with the `cpu`
-    # model its in-view score sits at the threshold on this scene, README "Live".)
-    assert checked >= n // 4, "the model drew too few boxes to check"
+    # With the in-view threshold at 0 every frame whose audio gate is open names a class, whatever the
+    # model, and each drawn box was checked above; the trained model's calibrated rule decides on which
+    # frames it names the flute at all.
+    if not TRAINED:
+        heard = [line for line in lines if line["gate_open"]]
+        assert heard and all(line["sounding"] for line in heard), [line["audio_db"] for line in lines]
+        assert checked == sum(bool(line["boxes"]) for line in lines) > 0
 
 
 # -------------------------------------------------------------------------------------- failures
