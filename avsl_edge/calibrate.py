@@ -49,6 +49,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .boxes import BOX_METHODS
+from .errors import UserError
 from .localizer import IN_VIEW_SCORES, audio_window, heard_av_score
 from .result import Box
 
@@ -66,6 +67,10 @@ BOX_RULE_GRID: tuple[tuple[str, float], ...] = (tuple(("map", t) for t in BOX_GR
 OPERATING_FPRS: tuple[float, ...] = (0.01, 0.02, 0.05, 0.1, 0.2)  # bounds of the report's operating points
 
 XYWH = tuple[float, float, float, float]
+
+
+class CalibrationError(UserError, ValueError):
+    """Calibration data or a bound that the export cannot calibrate the rules with."""
 
 
 @dataclass(frozen=True)
@@ -97,7 +102,7 @@ def fit_in_view_threshold(positives: Sequence[float], negatives: Sequence[float]
     if not (np.isfinite(pos).all() and np.isfinite(neg).all()):
         raise ValueError("scores must be finite")
     if not 0.0 <= max_fpr < 1.0:
-        raise ValueError(f"max_fpr must be in [0, 1), got {max_fpr}")
+        raise CalibrationError(f"max_fpr must be in [0, 1), got {max_fpr}")
     v = np.unique(np.concatenate([pos, neg]))
     step = max(1e-6, float(v[-1] - v[0]) * 1e-3)
     cands = np.concatenate([[v[0] - step], (v[:-1] + v[1:]) / 2.0, [v[-1] + step]])
@@ -234,7 +239,7 @@ def calibrate(localizer: "Localizer", scenes: Sequence[CalibrationScene], max_fp
     classes = list(localizer.classes)
     kinds = {s.kind for s in scenes}
     if not kinds & set(POSITIVE_KINDS) or not kinds & set(NEGATIVE_KINDS):
-        raise ValueError(f"calibration needs scenes of {POSITIVE_KINDS} and {NEGATIVE_KINDS}, got {sorted(kinds)}")
+        raise CalibrationError(f"calibration needs scenes of {POSITIVE_KINDS} and {NEGATIVE_KINDS}, got {sorted(kinds)}")
     scores: dict[str, list[float]] = {k: [] for k in IN_VIEW_SCORES}
     probs, levels = [], []
     box_hits: dict[tuple[str, float], list[bool]] = {k: [] for k in BOX_RULE_GRID}

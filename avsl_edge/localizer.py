@@ -71,6 +71,10 @@ class InputError(UserError, ValueError):
     """A frame (or other argument) that the localizer cannot use; the message says how to fix it."""
 
 
+class RuleError(UserError, ValueError):
+    """A decision rule (threshold, score, box method) outside what it can be."""
+
+
 def class_presence(v_fea: np.ndarray, dictionary: np.ndarray) -> np.ndarray:
     """(B, 512, h, w) visual features, (K, 512) dictionary -> (B, K): per cluster, the largest
     cosine between its key and the feature vector of any position, floored at 0. It says how much
@@ -115,16 +119,16 @@ class Rules:
 
     def __post_init__(self) -> None:
         if self.in_view_score not in IN_VIEW_SCORES:
-            raise ValueError(f"Rules.in_view_score must be one of {', '.join(IN_VIEW_SCORES)}, "
+            raise RuleError(f"Rules.in_view_score must be one of {', '.join(IN_VIEW_SCORES)}, "
                              f"got {self.in_view_score!r}")
         if self.box_method not in BOX_METHODS:
-            raise ValueError(f"Rules.box_method must be one of {', '.join(BOX_METHODS)}, got {self.box_method!r}")
+            raise RuleError(f"Rules.box_method must be one of {', '.join(BOX_METHODS)}, got {self.box_method!r}")
         for name in ("in_view_threshold", "class_threshold", "box_tau"):
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and math.isfinite(v) and 0.0 <= v <= 1.0):
-                raise ValueError(f"Rules.{name} must be a number in [0, 1], got {v!r}")
+                raise RuleError(f"Rules.{name} must be a number in [0, 1], got {v!r}")
         if not (isinstance(self.audio_gate_db, (int, float)) and -200.0 <= self.audio_gate_db <= 0.0):
-            raise ValueError(f"Rules.audio_gate_db must be a level in dBFS in [-200, 0], got {self.audio_gate_db!r}")
+            raise RuleError(f"Rules.audio_gate_db must be a level in dBFS in [-200, 0], got {self.audio_gate_db!r}")
 
     @classmethod
     def from_postprocessing(cls, p: Postprocessing, **overrides: float | str | None) -> "Rules":

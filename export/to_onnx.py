@@ -321,9 +321,9 @@ def export_run(model_path: str | os.PathLike, out_dir: str | os.PathLike,
     """
     bad = [v for v in variants if v not in B.VARIANTS or v == "fp32"]
     if bad:
-        raise ValueError(f"unknown variants {bad}; choose from fp16, int8, int8-cpu (fp32 is always exported)")
+        raise ExportError(f"unknown variants {bad}; choose from fp16, int8, int8-cpu (fp32 is always exported)")
     if not 0.0 <= max_fpr < 1.0:
-        raise ValueError(f"--max-fpr must be in [0, 1), got {max_fpr}")
+        raise ExportError(f"--max-fpr must be in [0, 1), got {max_fpr}")
     out_dir = Path(out_dir)
     _prepare_out(out_dir)
     run = load_run(model_path)

@@ -18,8 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from avsl_edge.errors import UserError
 from training.data.classes import CLASSES
 from training.model import ModelConfig
+
+
+class ConfigError(UserError, ValueError):
+    """A configuration value (preset, override, saved config) that cannot be used; names the option."""
 
 
 @dataclass
@@ -134,24 +139,24 @@ def check_config(cfg: RunConfig) -> RunConfig:
         section, leaf = key.split(".")
         value = getattr(getattr(cfg, section), leaf)
         if value not in allowed:
-            raise ValueError(f"--{key} must be one of {', '.join(allowed)}; got {value!r}")
+            raise ConfigError(f"--{key} must be one of {', '.join(allowed)}; got {value!r}")
     if not 0.0 <= cfg.stage_one.mask_relative < 1.0:
-        raise ValueError(f"--stage_one.mask_relative must be in [0, 1); got {cfg.stage_one.mask_relative}")
+        raise ConfigError(f"--stage_one.mask_relative must be in [0, 1); got {cfg.stage_one.mask_relative}")
     if not 0.0 <= cfg.stage_one.lr_min_ratio <= 1.0:
-        raise ValueError(f"--stage_one.lr_min_ratio must be in [0, 1]; got {cfg.stage_one.lr_min_ratio}")
+        raise ConfigError(f"--stage_one.lr_min_ratio must be in [0, 1]; got {cfg.stage_one.lr_min_ratio}")
     if not (math.isfinite(cfg.stage_one.nce_weight) and cfg.stage_one.nce_weight >= 0):
-        raise ValueError(f"--stage_one.nce_weight must be a number >= 0; got {cfg.stage_one.nce_weight}")
+        raise ConfigError(f"--stage_one.nce_weight must be a number >= 0; got {cfg.stage_one.nce_weight}")
     if cfg.stage_one.nce_weight > 0 and cfg.stage_one.objective != "all_pairs":
-        raise ValueError("--stage_one.nce_weight needs --stage_one.objective all_pairs (it scores the same "
+        raise ConfigError("--stage_one.nce_weight needs --stage_one.objective all_pairs (it scores the same "
                          f"clip-image pairs); got objective {cfg.stage_one.objective!r}")
     if not 0.0 <= cfg.stage_one.mosaic_prob <= 1.0:
-        raise ValueError(f"--stage_one.mosaic_prob must be in [0, 1]; got {cfg.stage_one.mosaic_prob}")
+        raise ConfigError(f"--stage_one.mosaic_prob must be in [0, 1]; got {cfg.stage_one.mosaic_prob}")
     if not (math.isfinite(cfg.model.obj_affine_scale) and cfg.model.obj_affine_scale > 0):
-        raise ValueError(f"--model.obj_affine_scale must be a positive number; got {cfg.model.obj_affine_scale}")
+        raise ConfigError(f"--model.obj_affine_scale must be a positive number; got {cfg.model.obj_affine_scale}")
     if cfg.eval.image_size < 0 or 0 < cfg.eval.image_size < 32:
-        raise ValueError(f"--eval.image_size must be 0 (= --data.image_size) or at least 32; got {cfg.eval.image_size}")
+        raise ConfigError(f"--eval.image_size must be 0 (= --data.image_size) or at least 32; got {cfg.eval.image_size}")
     if cfg.model.num_clusters < len(CLASSES):
-        raise ValueError(f"--model.num_clusters {cfg.model.num_clusters} is smaller than the {len(CLASSES)} classes; "
+        raise ConfigError(f"--model.num_clusters {cfg.model.num_clusters} is smaller than the {len(CLASSES)} classes; "
                          f"every class needs at least one cluster")
     return cfg
 
@@ -208,7 +213,7 @@ def preset(name: str) -> RunConfig:
             stage_two=StageTwoConfig(epochs=1, batch_size=16, lr=3e-4, objective="all_pairs"),
             eval=EvalConfig(figure_examples=4),
         )
-    raise ValueError(f"unknown preset {name!r}; choose one of: smoke, cpu, paper")
+    raise ConfigError(f"unknown preset {name!r}; choose one of: smoke, cpu, paper")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -237,7 +242,7 @@ def _parse(text: str, tp: Any, key: str) -> Any:
             return True
         if low in ("0", "false", "no", "off"):
             return False
-        raise ValueError(f"--{key}: expected true/false, got {text!r}")
+        raise ConfigError(f"--{key}: expected true/false, got {text!r}")
     if origin is tuple:
         return tuple(s for s in (p.strip() for p in text.split(",")) if s)
     if origin is typing.Literal:
@@ -245,7 +250,7 @@ def _parse(text: str, tp: Any, key: str) -> Any:
         for choice in choices:
             if text == str(choice):
                 return choice
-        raise ValueError(f"--{key}: expected one of {', '.join(map(str, choices))}; got {text!r}")
+        raise ConfigError(f"--{key}: expected one of {', '.join(map(str, choices))}; got {text!r}")
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
         if text.lower() in ("none", "null", ""):
@@ -254,7 +259,7 @@ def _parse(text: str, tp: Any, key: str) -> Any:
     try:
         return tp(text)
     except (TypeError, ValueError) as exc:
-        raise ValueError(f"--{key}: cannot read {text!r} as {getattr(tp, '__name__', tp)}") from exc
+        raise ConfigError(f"--{key}: cannot read {text!r} as {getattr(tp, '__name__', tp)}") from exc
 
 
 def apply_overrides(cfg: RunConfig, overrides: dict[str, str]) -> RunConfig:
@@ -263,7 +268,7 @@ def apply_overrides(cfg: RunConfig, overrides: dict[str, str]) -> RunConfig:
     known = {name for name, _, _ in _leaves(cfg)}
     for key, text in overrides.items():
         if key not in known:
-            raise ValueError(f"unknown option --{key}")
+            raise ConfigError(f"unknown option --{key}")
         *path, leaf = key.split(".")
         owner = cfg
         for p in path:
@@ -302,7 +307,7 @@ def from_dict(d: dict[str, Any]) -> RunConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         for k, v in values.items():
             if k not in names:
-                raise ValueError(f"config: unknown key {cls.__name__}.{k}")
+                raise ConfigError(f"config: unknown key {cls.__name__}.{k}")
             tp = hints[k]
             if dataclasses.is_dataclass(tp):
                 kwargs[k] = build(tp, v)

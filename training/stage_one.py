@@ -29,7 +29,7 @@ from training import distributed as du
 from training.banks import (SceneBank, augment, build_bank, eval_transform, negatives, outside, render_size,
                             shrink_into_mosaics, train_transform)
 from training.checkpoint import load_checkpoint, save_checkpoint
-from training.config import RunConfig, check_config, to_dict
+from training.config import ConfigError, RunConfig, check_config, to_dict
 from training.data.classes import CLASSES
 from training.metrics_log import MetricsLog
 from training.model import (StageOne, contrastive_loss_all_pairs, global_score, load_imagenet_weights,
@@ -60,7 +60,7 @@ def build_model(cfg: RunConfig) -> StageOne:
     if cfg.visual_init == "imagenet":
         load_imagenet_weights(model.image.backbone, cfg.visual_weights or None)
     elif cfg.visual_init != "scratch":
-        raise ValueError(f"--visual_init must be 'scratch' or 'imagenet', got {cfg.visual_init!r}")
+        raise ConfigError(f"--visual_init must be 'scratch' or 'imagenet', got {cfg.visual_init!r}")
     return model
 
 
@@ -309,7 +309,7 @@ def train(cfg: RunConfig, run_dir: Path, d: du.Dist, device: torch.device, log: 
         opt.load_state_dict(ck["optimizer"])
         if sched is not None:
             if not ck.get("scheduler"):
-                raise ValueError(f"{state_path}: stage one ran with a constant learning rate; resume it with "
+                raise ConfigError(f"{state_path}: stage one ran with a constant learning rate; resume it with "
                                  f"--stage_one.lr_schedule constant, or start afresh with --force")
             sched.load_state_dict(ck["scheduler"])
         start, round_id, history = ck["epoch"] + 1, ck["next_round"], json.loads(ck["history"])

@@ -20,7 +20,7 @@ from tqdm import tqdm
 from training import distributed as du
 from training.banks import SceneBank, build_bank, negatives, train_transform
 from training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from training.config import RunConfig, check_config, to_dict
+from training.config import ConfigError, RunConfig, check_config, to_dict
 from training.metrics_log import MetricsLog
 from training.model import AudioTeacher, StageTwo, global_score, quadrant_scores, stage_two_losses
 
@@ -64,7 +64,7 @@ def _epoch(student, teacher, dictionary, bank: SceneBank, cfg: RunConfig, epoch:
         p_a = teacher(wave)
         if cfg.stage_two.objective == "all_pairs":
             if len(idx) < 2:
-                raise ValueError("--stage_two.objective all_pairs needs at least 2 mosaics per batch")
+                raise ConfigError("--stage_two.objective all_pairs needs at least 2 mosaics per batch")
             pos, pairs = student(frames(idx).to(device), wave, dictionary, all_pairs=True)
             off = ~torch.eye(len(idx), dtype=torch.bool, device=device)
             pos_logits, neg_q = global_score(pos.av_logits), quadrant_scores(pairs[off].unsqueeze(1))
@@ -121,7 +121,7 @@ def train(cfg: RunConfig, round_path: Path, run_dir: Path, d: du.Dist, device: t
     plan = [("mosaic", e) for e in range(cfg.stage_two.epochs)]
     plan += [("duet", cfg.stage_two.epochs + e) for e in range(cfg.stage_two.duet_epochs)]
     if cfg.stage_two.duet_epochs and cfg.data.duet_scenes <= 0:
-        raise ValueError("--stage_two.duet_epochs > 0 needs --data.duet_scenes > 0")
+        raise ConfigError("--stage_two.duet_epochs > 0 needs --data.duet_scenes > 0")
     banks: dict[str, SceneBank] = {}
     wrapped = DDP(student, find_unused_parameters=True) if d.enabled else student
     for phase, epoch in plan:

@@ -41,10 +41,15 @@ import numpy as np
 
 from avsl_edge.audio import save_audio
 from avsl_edge.avcoco import AVImage, AVObject, write_avcoco
-from avsl_edge.errors import OutputExistsError
+from avsl_edge.errors import OutputExistsError, UserError
 from avsl_edge.fileio import atomic_dir, atomic_path
 from training.data.assets import Assets, load_assets
 from training.data.classes import CLASSES, MONOPHONIC
+
+
+class SynthError(UserError, ValueError):
+    """A SynthMUSIC setting or request that cannot be rendered; names the value."""
+
 
 KINDS: tuple[str, ...] = ("solo", "solo_distractor", "duet", "mosaic", "offscreen")
 BACKGROUNDS: tuple[str, ...] = ("linear", "radial", "texture", "room", "pattern")
@@ -87,20 +92,20 @@ class SynthConfig:
 
     def __post_init__(self) -> None:
         if self.image_size < 32:
-            raise ValueError(f"image_size must be >= 32, got {self.image_size}")
+            raise SynthError(f"image_size must be >= 32, got {self.image_size}")
         if self.sample_rate <= 0 or self.duration <= 0:
-            raise ValueError("sample_rate and duration must be > 0")
+            raise SynthError("sample_rate and duration must be > 0")
         for name in ("snr_db", "noise_tilt", "peak", "notes_per_second", "note_gain_db", "class_gain_db",
                      "solo_scale", "pair_scale", "saturation", "brightness", "clutter", "clutter_scale",
                      "shapes", "pixel_noise"):
             lo, hi = getattr(self, name)
             if lo > hi:
-                raise ValueError(f"SynthConfig.{name}: low {lo} > high {hi}")
+                raise SynthError(f"SynthConfig.{name}: low {lo} > high {hi}")
         if not 0 < self.peak[1] < 1.0:
-            raise ValueError(f"SynthConfig.peak must stay below 1.0, got {self.peak}")
+            raise SynthError(f"SynthConfig.peak must stay below 1.0, got {self.peak}")
         bad = [b for b in self.backgrounds if b not in BACKGROUNDS + ("flat",)]
         if bad or not self.backgrounds:
-            raise ValueError(f"SynthConfig.backgrounds: unknown {bad}; choose from {BACKGROUNDS + ('flat',)}")
+            raise SynthError(f"SynthConfig.backgrounds: unknown {bad}; choose from {BACKGROUNDS + ('flat',)}")
 
     @property
     def samples(self) -> int:
@@ -251,7 +256,7 @@ class SynthMusic:
         self.config = config
         self.assets = assets if assets is not None else load_assets()
         if self.assets.sample_rate != config.sample_rate:
-            raise ValueError(
+            raise SynthError(
                 f"asset pack {self.assets.root} is at {self.assets.sample_rate} Hz but the config asks for "
                 f"{config.sample_rate} Hz"
             )
@@ -271,7 +276,7 @@ class SynthMusic:
         for c in classes:
             self._check_class(c)
         if len(set(classes)) != len(classes):
-            raise ValueError(f"render_audio: repeated class in {list(classes)}")
+            raise SynthError(f"render_audio: repeated class in {list(classes)}")
         rng = np.random.default_rng(seed)
         n = int(round((cfg.duration if duration is None else duration) * cfg.sample_rate))
         mix = np.zeros(n, np.float32)
@@ -362,7 +367,7 @@ class SynthMusic:
         bottom-right), each with its own background."""
         items = self._items(tiles)
         if len(items) != 4:
-            raise ValueError(f"render_mosaic needs 4 tiles, got {len(items)}")
+            raise SynthError(f"render_mosaic needs 4 tiles, got {len(items)}")
         size = self.config.image_size if size is None else int(size)
         rng = np.random.default_rng(seed)
         return self._draw(self._mosaic_tiles(items, size, rng), size, size, masks=masks)
@@ -386,7 +391,7 @@ class SynthMusic:
 
     def _check_class(self, c: str) -> None:
         if c not in self.assets.classes:
-            raise ValueError(f"unknown SynthMUSIC class {c!r}; expected one of {', '.join(CLASSES)}")
+            raise SynthError(f"unknown SynthMUSIC class {c!r}; expected one of {', '.join(CLASSES)}")
 
     def _colour_matrix(self, rng: np.random.Generator) -> np.ndarray:
         """4x4 matrix for cv2.transform on premultiplied RGBA: hue rotation about the grey axis,
@@ -615,14 +620,14 @@ class SynthMusic:
             return items, tuple(c for c, s in items if s), True
         if kind == "offscreen":
             return [(pick[0], False)], (pick[1],), False
-        raise ValueError(f"unknown scene kind {kind!r}; expected one of {', '.join(KINDS)}")
+        raise SynthError(f"unknown scene kind {kind!r}; expected one of {', '.join(KINDS)}")
 
     def scene(self, kind: str, seed: int, masks: bool = False) -> Scene:
         """One scene of ``kind`` (see KINDS); same (kind, seed) -> byte-identical image and audio."""
         if kind not in KINDS:
-            raise ValueError(f"unknown scene kind {kind!r}; expected one of {', '.join(KINDS)}")
+            raise SynthError(f"unknown scene kind {kind!r}; expected one of {', '.join(KINDS)}")
         if seed < 0:
-            raise ValueError(f"seed must be >= 0, got {seed}")
+            raise SynthError(f"seed must be >= 0, got {seed}")
         rng = np.random.default_rng([KINDS.index(kind), int(seed)])
         items, heard, mosaic = self._plan(kind, rng)
         image_seed, audio_seed = (int(v) for v in rng.integers(0, 2**63 - 1, size=2))
@@ -647,9 +652,9 @@ class SynthMusic:
         """A short clip of one scene layout: the instruments drift and sway a little from frame to
         frame (boxes per frame), and a fresh 1 s phrase of the same heard classes plays every second."""
         if kind not in KINDS:
-            raise ValueError(f"unknown scene kind {kind!r}; expected one of {', '.join(KINDS)}")
+            raise SynthError(f"unknown scene kind {kind!r}; expected one of {', '.join(KINDS)}")
         if seconds <= 0 or fps <= 0:
-            raise ValueError(f"seconds and fps must be > 0, got {seconds}, {fps}")
+            raise SynthError(f"seconds and fps must be > 0, got {seconds}, {fps}")
         cfg = self.config
         rng = np.random.default_rng([KINDS.index(kind), int(seed), 1])
         items, heard, mosaic = self._plan(kind, rng)
@@ -678,10 +683,10 @@ def _check_kinds(kinds: Sequence[str] | str) -> tuple[str, ...]:
         kinds = [k.strip() for k in kinds.split(",") if k.strip()]
     kinds = tuple(kinds)
     if not kinds:
-        raise ValueError("no scene kinds given")
+        raise SynthError("no scene kinds given")
     bad = [k for k in kinds if k not in KINDS]
     if bad:
-        raise ValueError(f"unknown scene kind(s) {bad}; expected some of {', '.join(KINDS)}")
+        raise SynthError(f"unknown scene kind(s) {bad}; expected some of {', '.join(KINDS)}")
     return kinds
 
 
@@ -707,7 +712,7 @@ def write_split(
     non-empty ``root`` is an error unless ``force`` (then it is replaced)."""
     kinds = _check_kinds(kinds)
     if n <= 0:
-        raise ValueError(f"n must be > 0, got {n}")
+        raise SynthError(f"n must be > 0, got {n}")
     root = Path(root)
     if root.exists():
         if not root.is_dir():
@@ -717,7 +722,7 @@ def write_split(
     if synth is None:
         synth = SynthMusic(SynthConfig(image_size=image_size))
     elif synth.config.image_size != image_size:
-        raise ValueError(f"synth renders {synth.config.image_size}px images but image_size={image_size}")
+        raise SynthError(f"synth renders {synth.config.image_size}px images but image_size={image_size}")
     with atomic_dir(root) as tmp:
         (tmp / "frames").mkdir()
         (tmp / "audio").mkdir()
@@ -766,7 +771,7 @@ def contact_sheet(scenes: Iterable[Scene], path: str | os.PathLike, cols: int = 
     per tile the scene kind and what is heard."""
     scenes = list(scenes)
     if not scenes:
-        raise ValueError("contact_sheet: no scenes")
+        raise SynthError("contact_sheet: no scenes")
     cols = max(1, min(cols, len(scenes)))
     rows = math.ceil(len(scenes) / cols)
     head = 16
@@ -828,7 +833,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         kinds = _check_kinds(args.kinds)
         if args.n <= 0:
-            raise ValueError(f"--n must be > 0, got {args.n}")
+            raise SynthError(f"--n must be > 0, got {args.n}")
         synth = SynthMusic(SynthConfig(image_size=args.size))
         t0 = time.perf_counter()
         scenes = []
