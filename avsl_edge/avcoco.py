@@ -1,6 +1,6 @@
 """AV-COCO: COCO detection JSON + one audio clip per image + a ``sounding`` flag per box.
 
-The format is specified in ``shared/spec/av-coco.md``. This module reads and writes it without
+The format is described in ``docs/avcoco.md``. This module reads and writes it without
 torch, so the training side and the edge library's ``eval`` share one strict reader.
 
     coco = load_avcoco("data/synthmusic/test")

@@ -17,7 +17,7 @@ the box is scaled back to the frame.
 
 Why not the class map alone: on SynthMUSIC's solo test scenes with the `cpu` model, the class
 map's box hit the instrument (IoU >= 0.5) on 4-7 % of scenes at any tau, the av map's on 22-32 %
-(README, "Edge library").
+(docs/experiments.md, "Boxes").
 
 Two ways to cut the box (``method``, :data:`BOX_METHODS`):
 

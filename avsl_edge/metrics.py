@@ -1,4 +1,4 @@
-"""Localization metrics of DSOL (method.md section 5), torch-free.
+"""Localization metrics of DSOL (docs/method.md §5), torch-free.
 
 Pure numpy + scipy + OpenCV. Used by the training-side evaluation and by the edge
 library's ``eval`` on exported models, so the two report identical numbers.
@@ -17,7 +17,7 @@ Conventions shared by every function here
   for boxes inside the frame the two are identical). Use :func:`normalise_boxes` to
   convert AV-COCO pixel boxes.
 * A prediction is ``upsampled_map > tau * max(upsampled_map)`` (strict ``>``; tau is a
-  fraction of *that map's own* maximum, method.md S5).
+  fraction of *that map's own* maximum: docs/method.md, 'per-map thresholds').
 * Per-frame / per-image functions return fractions in [0, 1]. The dataset-level
   functions (:func:`single_source`, :func:`multi_source`, :func:`false_positive_rate`,
   :func:`silent_object_lit_rate`) report percentages (x100), like the paper.
@@ -80,7 +80,8 @@ CURVE_THRESHOLDS: tuple[float, ...] = tuple(0.05 * i for i in range(21))
 
 @dataclass(frozen=True)
 class Thresholds:
-    """Every threshold of the evaluation protocols (defaults = the original code, S5).
+    """Every threshold of the evaluation protocols (defaults = the original code; docs/method.md,
+    'per-map thresholds').
 
     solo_tau: single-source prediction = map > solo_tau * max(map) (``tools.py``: 0.1).
     mosaic_ciou_tau: multi-source class map threshold, synthetic 2x2 mosaics (``eval.py``: 0.5).
@@ -88,7 +89,7 @@ class Thresholds:
     nsa_threshold: NSA counts pixels with P_k <= nsa_threshold (absolute, on the class softmax).
     curve_thresholds: IoU thresholds of the success curve; AUC integrates over them.
     eval_size: maps are upsampled and boxes rasterised on an eval_size x eval_size grid.
-    softmax_scale: P = softmax(softmax_scale * M over K) (method.md 4.6).
+    softmax_scale: P = softmax(softmax_scale * M over K) (docs/method.md §4.6).
     """
 
     solo_tau: float = 0.1
@@ -229,7 +230,7 @@ def binary_iou(pred: Any, gt: Any) -> float:
 
 
 def frame_iou(map2d: Any, boxes_xywh_normalised: Any, tau: float = 0.1, size: int = 224) -> float:
-    """IoU of one map against the union of its normalised boxes (method.md 5.2, one frame)."""
+    """IoU of one map against the union of its normalised boxes (docs/method.md §5.2, one frame)."""
     return binary_iou(predicted_mask(map2d, tau, size), box_mask(boxes_xywh_normalised, size))
 
 
@@ -279,7 +280,7 @@ def single_source(
     gt_boxes: Sequence[Any],
     thresholds: Thresholds = Thresholds(),
 ) -> dict[str, Any]:
-    """Single-source IoU@0.5 and AUC over frames (method.md 5.2), reported x100.
+    """Single-source IoU@0.5 and AUC over frames (docs/method.md §5.2), reported x100.
 
     av_maps: one 2-D localization map per frame (any resolution; upsampled to eval_size).
     gt_boxes: per frame, its normalised [x, y, w, h] boxes ((n, 4) or a list). The GT is
@@ -442,7 +443,7 @@ def match_clusters(
     n_clusters: int | None = None,
     n_classes: int | None = None,
 ) -> ClusterMatch:
-    """Exact, deterministic cluster -> class matching (method.md 5.3 / S6).
+    """Exact, deterministic cluster -> class matching (docs/method.md §5.3, 'exact Hungarian matching').
 
     Call either ``match_clusters(A)`` with the (C, K) affinity ``A[c, k]`` (fraction of
     class-c samples in cluster k), or
@@ -540,7 +541,7 @@ def class_ious(
 
 
 def ciou_image(P: Any, boxes: Any, classes: Any, match: ClusterMatch, tau: float = 0.5, size: int = 224) -> float:
-    """One image's CIoU (method.md 5.4): mean over its sounding classes of :func:`class_ious`."""
+    """One image's CIoU (docs/method.md §5.4): mean over its sounding classes of :func:`class_ious`."""
     ious = class_ious(P, boxes, classes, match, tau, size)
     if not ious:
         raise ValueError("ciou_image: the image has no sounding box")
@@ -550,7 +551,7 @@ def ciou_image(P: Any, boxes: Any, classes: Any, match: ClusterMatch, tau: float
 def nsa_image(
     P: Any, sounding_classes: Sequence[int], match: ClusterMatch, threshold: float = 0.2, size: int = 224
 ) -> float:
-    """One image's No-Sounding-Area, a fraction in [0, 1] (method.md 5.4, with the B7 fix).
+    """One image's No-Sounding-Area, a fraction in [0, 1] (docs/method.md §5.4, 'NSA over unassigned clusters').
 
     Channels counted: every cluster k whose assigned class is NOT one of the image's
     sounding classes (so all clusters of a sounding class are excluded, not only its
@@ -579,7 +580,7 @@ def multi_source(
     tau: float | str = "mosaic",
     thresholds: Thresholds = Thresholds(),
 ) -> dict[str, Any]:
-    """Multi-source CIoU@0.3, CIoU@0.5, AUC and NSA over images (method.md 5.4), reported x100.
+    """Multi-source CIoU@0.3, CIoU@0.5, AUC and NSA over images (docs/method.md §5.4), reported x100.
 
     P_list: per image, the (K, h, w) class-softmax P (:func:`class_softmax`).
     boxes_per_image: per image, its SOUNDING boxes, normalised [x, y, w, h] (n, 4).

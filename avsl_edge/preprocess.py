@@ -1,6 +1,6 @@
 """Frame preprocessing shared by training and the edge runtime. Pure numpy + OpenCV, no torch.
 
-The evaluation pipeline of the method (method.md 1.2, val/test) is torchvision's
+The evaluation pipeline of the method (docs/method.md §1.2, val/test) is torchvision's
 ``Resize((S, S))`` (aspect ratio NOT kept) -> ``ToTensor`` -> ``Normalize(ImageNet)``.
 :func:`preprocess_frame` is that pipeline on an RGB uint8 array, and it is the one function
 both the training data sets and the edge library call, so the model sees byte-identical input

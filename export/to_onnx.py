@@ -110,7 +110,7 @@ class ImageGraph(nn.Module):
 
 
 class HeadGraph(nn.Module):
-    """Localization head + class-aware head + the class softmax of method.md 4.6."""
+    """Localization head + class-aware head + the class softmax of docs/method.md §4.6."""
 
     def __init__(self, model: StageTwo, softmax_scale: float):
         super().__init__()

@@ -1,4 +1,4 @@
-"""The AV-COCO reader/writer (shared/spec/av-coco.md): every error the spec lists names the file
+"""The AV-COCO reader/writer (docs/avcoco.md): every error the format lists names the file
 and the offending entry; valid folders load completely."""
 
 from __future__ import annotations
@@ -212,7 +212,7 @@ def test_multichannel_44k1_audio_is_mixed_to_mono_and_resampled(tmp_path):
 
 
 # --------------------------------------------------------------------------------------------
-# every error the spec lists names the file and the offending entry
+# every error the format lists names the file and the offending entry
 
 
 ANN = re.escape(os.sep + "annotations.json")

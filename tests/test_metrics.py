@@ -396,7 +396,8 @@ def test_ciou_and_nsa_on_a_hand_built_mosaic():
 
 def test_nsa_skips_every_cluster_of_a_sounding_class():
     # K = 5 > C = 4: cluster 4 also belongs to class 0. It lights the whole frame at 0.5, so
-    # counting it as "silent" (the original's B7 bug) would drag NSA down; the fix skips it.
+    # counting it as "silent" (the original's bug) would drag NSA down; the fix skips it
+    # (docs/method.md, 'NSA over unassigned clusters').
     P = np.concatenate([mosaic_P(), np.full((1, S, S), 0.5, np.float32)])
     match = ClusterMatch.from_cluster_to_class([0, 1, 2, 3, 0], n_classes=4)
     assert nsa_image(P, [0, 1], match) == 0.75

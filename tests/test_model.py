@@ -99,7 +99,7 @@ def test_logmel_shape_and_two_empty_filters():
     fb = mel_filterbank(ModelConfig())
     assert fb.shape == (81, 64)
     empty = torch.nonzero(fb.abs().sum(dim=0) == 0).flatten().tolist()
-    assert empty == [0, 13]  # B12: two dead filters at n_fft = 160, as the spec computed
+    assert empty == [0, 13]  # two dead filters at n_fft = 160 (docs/method.md §1.3)
     assert list(logmel.state_dict()) == []  # non-persistent buffers: nothing in checkpoints
 
 
@@ -117,9 +117,10 @@ def test_logmel_matches_torchaudio_in_float64_on_every_bin():
 def test_logmel_matches_torchaudio_in_float32():
     """Deployed precision. Broadband clips: every bin within 1e-3 dB (measured ~5e-5 dB).
 
-    Tones: the dB scale is 10*log10 of a MAGNITUDE (B12), so 80 dB spans a 1e8 magnitude ratio,
-    the size of float32 round-off. The bottom of a tonal clip is round-off noise in ANY float32
-    implementation; torchaudio's own float32 output differs from float64 by up to ~1.6 dB there.
+    Tones: the dB scale is 10*log10 of a MAGNITUDE (docs/method.md, 'magnitude log-mel'), so 80 dB
+    spans a 1e8 magnitude ratio, the size of float32 round-off. The bottom of a tonal clip is
+    round-off noise in ANY float32 implementation; torchaudio's own float32 output differs from
+    float64 by up to ~1.6 dB there.
     Tonal bins are therefore checked within 30 dB of the clip max.
     """
     clips = _clips()
@@ -418,7 +419,7 @@ def test_class_aware_head_gating_and_gap():
     s = torch.einsum("bchw,kc->bkhw", v_fea, dictionary)
     av_map = torch.tensor([[[[1.0, 0.5], [0.0, 0.25]]]])
     ungated = ClassAwareHead(gate=False)(v_fea, dictionary)
-    torch.testing.assert_close(ungated.class_maps, s)  # identity affine (B17)
+    torch.testing.assert_close(ungated.class_maps, s)  # identity affine (docs/method.md, 'affine init a = 1, b = 0')
     torch.testing.assert_close(ungated.sounding_objects, s.mean(dim=(2, 3)))
     gated = ClassAwareHead()(v_fea, dictionary, av_map)
     torch.testing.assert_close(gated.class_maps, s * av_map)
@@ -435,7 +436,7 @@ def test_cosine_class_head_ignores_how_long_a_dictionary_key_is():
     v_fea = torch.tensor([[1.0, 0.0], [0.0, 1.0]]).reshape(1, 2, 1, 2)  # (1, C=2, 1, 2): two positions
     dictionary = torch.tensor([[1.0, 0.0], [6.0, 8.0]])
     dot = ClassAwareHead(gate=False)(v_fea, dictionary).class_maps
-    assert dot[0, :, 0, 0].argmax() == 1  # the raw dot product (method.md 4.1) picks the long key
+    assert dot[0, :, 0, 0].argmax() == 1  # the raw dot product (docs/method.md §4.1) picks the long key
     head = ClassAwareHead(gate=False, similarity="cosine", obj_affine_scale=20.0)
     cos = head(v_fea, dictionary).class_maps
     torch.testing.assert_close(cos[0, :, 0, :], 20.0 * torch.tensor([[1.0, 0.0], [0.6, 0.8]]))
@@ -592,7 +593,7 @@ def test_stage_two_loss_values():
     neg = torch.tensor([0.1, 0.2, 0.3, 0.4, 0.1, 0.1, 0.1, 0.1])
     out = stage_two_losses(pos, neg, sounding, p_a)
     log_q = torch.log_softmax(sounding, dim=1)
-    kl = torch.where(p_a > 0, p_a * (torch.log(p_a) - log_q), torch.zeros(())).sum() / 6  # mean over B*K (B16)
+    kl = torch.where(p_a > 0, p_a * (torch.log(p_a) - log_q), torch.zeros(())).sum() / 6  # mean over B*K (docs/method.md)
     bce_pos = -torch.log(pos).mean()
     bce_neg = -torch.log(1 - neg).mean()
     torch.testing.assert_close(out["kl"], kl)

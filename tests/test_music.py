@@ -1,5 +1,5 @@
-"""MUSIC layout: preparation from raw mp4 (frames chosen by timestamp, B10), safe .pkl reading,
-and the MusicSolo dataset (method 1.4)."""
+"""MUSIC layout: preparation from raw mp4 (frames chosen by timestamp, docs/method.md §6.1), safe
+.pkl reading, and the MusicSolo dataset (docs/method.md §1.4)."""
 
 from __future__ import annotations
 

@@ -230,7 +230,7 @@ def test_the_class_head_options_reach_the_config():
     cfg = apply_overrides(preset("paper"), {"model.similarity": "cosine", "model.obj_affine_scale": "20",
                                             "model.obj_affine_init": "default"})
     assert (cfg.model.similarity, cfg.model.obj_affine_scale, cfg.model.obj_affine_init) == ("cosine", 20.0, "default")
-    assert preset("paper").model.similarity == "dot"  # method.md 4.1; the cpu preset compares cosines
+    assert preset("paper").model.similarity == "dot"  # docs/method.md §4.1; the cpu preset compares cosines
     assert preset("cpu").model.similarity == "cosine"
 
 

@@ -5,7 +5,7 @@ over a fixed training split, so the split must be finite and indexable. Scenes a
 (deterministically from ``(seed, split, index)``), augmentation is applied per batch on tensors.
 
     bank = build_bank("solo", n=1600, size=128, seed=0, split="train")
-    x = augment(bank.images[idx], out_size=112, gen=g)      # train transforms (method.md 1.2)
+    x = augment(bank.images[idx], out_size=112, gen=g)      # train transforms (docs/method.md §1.2)
     x = eval_transform(bank.images[idx], out_size=112)      # val/test transforms
 """
 
@@ -86,7 +86,7 @@ def eval_transform(images: torch.Tensor, out_size: int) -> torch.Tensor:
 
 
 def augment(images: torch.Tensor, out_size: int, gen: torch.Generator, crop: bool = True) -> torch.Tensor:
-    """Train transforms of method.md 1.2 on a uint8 batch: horizontal flip (p=0.5), brightness
+    """Train transforms of docs/method.md §1.2 on a uint8 batch: horizontal flip (p=0.5), brightness
     and saturation factors ~ U[0.7, 1.3], then (``crop``) a random ``out_size`` crop of the
     frame (frames are rendered at out_size*256/224, as Resize(256) -> RandomCrop(224)), or
     (no ``crop``, stage-two mosaics) a plain resize."""
@@ -161,7 +161,7 @@ def render_size(image_size: int) -> int:
 def negatives(n: int, count: int, gen: torch.Generator, labels: torch.Tensor | None = None,
               index: torch.Tensor | None = None) -> torch.Tensor:
     """For each of ``index`` (positions into a bank of ``n``), a different scene; with
-    ``labels``, one whose label differs too (the B20 option)."""
+    ``labels``, one whose label differs too (docs/method.md, 'negatives of any other scene')."""
     idx = index if index is not None else torch.arange(count)
     neg = (idx + torch.randint(1, n, (len(idx),), generator=gen)) % n
     if labels is not None:

@@ -3,7 +3,8 @@
     cfg = preset("cpu")
     cfg = apply_overrides(cfg, {"stage_one.epochs": "4", "data.image_size": "96"})
 
-Defaults are method.md's (section 9) wherever it gives one; deviations are documented fields.
+Defaults are the method's (docs/method.md §9; the § numbers below are its sections) wherever it gives
+one; deviations are documented fields (docs/method.md §6).
 """
 
 from __future__ import annotations
@@ -36,8 +37,8 @@ class DataConfig:
     duet_scenes: int = 0           # duet scenes for the optional stage-two duet fine-tuning
     test_per_kind: int = 200       # fixed test split written to disk (AV-COCO), per scene kind
     test_kinds: tuple[str, ...] = ("solo", "solo_distractor", "duet", "mosaic", "offscreen")
-    augment: bool = True           # flip + brightness/saturation U[0.7,1.3] + resize/random-crop (method 1.2)
-    neg_different_class: bool = False  # B20 option: negatives of another class (default: any other scene)
+    augment: bool = True           # flip + brightness/saturation U[0.7,1.3] + resize/random-crop (docs/method.md §1.2)
+    neg_different_class: bool = False  # negatives of another class (default: any other scene; docs/method.md §6.1)
     seed: int = 0
 
 
@@ -52,9 +53,9 @@ class StageOneConfig:
     lr_min_ratio: float = 0.05
     alternate: bool = True         # False = the "w/o alternating optimisation" ablation
     init_num: int = 1              # clustering + classification after location epoch e >= init_num
-    class_epochs: int = 3          # fixed, as the code (S4)
+    class_epochs: int = 3          # fixed, as the code (docs/method.md, 'fixed classification epochs')
     class_lr: float = 1e-3
-    class_plateau_stop: bool = False  # S4 option: stop a classification phase when accuracy saturates
+    class_plateau_stop: bool = False  # opt-in: stop a classification phase at saturation (docs/method.md §6.1)
     objective: str = "pairs"       # pairs: §3.2 (one negative per clip); all_pairs: every clip vs every image of the batch
     nce_weight: float = 0.0        # all_pairs only, > 0: + this x a symmetric InfoNCE over the same pair logits (deviation)
     mosaic_prob: float = 0.0       # > 0: a location frame is shrunk into a 2x2 mosaic of other scenes with this
@@ -64,7 +65,7 @@ class StageOneConfig:
     mask_relative: float = 0.0     # > 0: object mask = av_map > this x the map's max (deviation; 0 = absolute, §3.3)
     kmeans_n_init: int = 10
     kmeans_max_iter: int = 300
-    eval_transforms_for_features: bool = True  # B4 fix: deterministic frames/transforms for clustering
+    eval_transforms_for_features: bool = True  # deterministic frames/transforms for clustering (docs/method.md §6.1)
 
 
 @dataclass
@@ -128,7 +129,7 @@ def inference_size(cfg: RunConfig) -> int:
     frames: its object features and maps stay, on a finer grid, and the instruments of a 2x2 mosaic
     get closer to the size the solo-trained localizer saw (Touvron et al. 2019, "Fixing the
     train-test resolution discrepancy", for the classification case). The ``cpu`` preset's value
-    was chosen on a held-out validation split, never on the test split (README, Results so far)."""
+    was chosen on a held-out validation split, never on the test split (docs/experiments.md, "Evaluation at 144 px")."""
     return cfg.eval.image_size or cfg.data.image_size
 
 
@@ -162,8 +163,8 @@ def check_config(cfg: RunConfig) -> RunConfig:
 
 
 def preset(name: str) -> RunConfig:
-    """``paper``: 224 px, method.md defaults (for a GPU). ``cpu``: sized for about 45 minutes on 2
-    CPU cores (README, Results so far).
+    """``paper``: 224 px, the method's defaults (for a GPU). ``cpu``: sized for about 45 minutes on 2
+    CPU cores (docs/experiments.md, "Results of the `cpu` preset").
     ``smoke``: everything end to end in a couple of minutes (CI)."""
     if name == "paper":
         return RunConfig(preset="paper", out="runs/paper")
@@ -180,9 +181,9 @@ def preset(name: str) -> RunConfig:
         # solo-frame av_map peak off the instrument (inside its box on 85 % -> 1-25 % of frames).
         # Evaluation and export run the 96 px-trained nets on 144 px frames (9x9 maps), chosen on a
         # held-out validation split: 96 / 128 / 144 / 160 / 192 px gave mosaic CIoU@0.3 4.0 / 7.5 /
-        # 10.0 / 9.5 / 11.5 and solo IoU@0.5 28.0 / 30.0 / 31.0 / 31.0 / 25.0 (README).
+        # 10.0 / 9.5 / 11.5 and solo IoU@0.5 28.0 / 30.0 / 31.0 / 31.0 / 25.0 (docs/experiments.md).
         # The class head compares cosines, not raw dot products, with a starting at 20: a key's norm
-        # grows with its cluster's mask area (B13), and with raw dot products a map cell inside an
+        # grows with its cluster's mask area (docs/method.md), and with raw dot products a map cell inside an
         # object's box on the test mosaics picked that object's cluster 30 % of the time (cosine:
         # 38 %). Stage two moves a by < 1 in its 64 steps, so the start sets how sharp P is; on the
         # validation split a = 5 / 10 / 20 / 40 / 80 gave mosaic CIoU@0.3 11.5 / 16.5 / 20.0 / 20.0 /
@@ -191,7 +192,7 @@ def preset(name: str) -> RunConfig:
         # logits (nce_weight 0.5): over 4 location epochs of this preset (validation split, 144 px),
         # the map's peak fell inside the instrument's box on 17 / 20.5 / 30.5 / 44 % of solo frames
         # after epochs 0-3 against 2.5 / 1.5 / 2 / 17.5 % with the BCE alone, which stays at chance
-        # for ~80 steps. The full preset then met every paper figure on the test split (README).
+        # for ~80 steps. The full preset then met every paper figure on the test split (docs/experiments.md).
         return RunConfig(
             preset="cpu", out="runs/cpu", model=ModelConfig(fusion_init=10.0, similarity="cosine",
                                                             obj_affine_scale=20.0),

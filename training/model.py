@@ -1,4 +1,5 @@
-"""DSOL model: every network piece of the method in one file (spec: /work/shared/reference/method.md).
+"""DSOL model: every network piece of the method in one file (the method: docs/method.md, whose
+sections the § numbers below are).
 
 Read top to bottom:
 
@@ -18,18 +19,19 @@ Read top to bottom:
 
 Decisions worth knowing (all documented again where they live):
 
-* The number of clusters K is a parameter everywhere (B1); ``ClassAwareHead`` infers it from the
-  dictionary it is given.
-* The stage-two scalar affine ``a*S + b`` starts at a=1, b=0 by default (B17, a documented deviation);
+* The number of clusters K is a parameter everywhere (docs/method.md, 'clusters as a parameter');
+  ``ClassAwareHead`` infers it from the dictionary it is given.
+* The stage-two scalar affine ``a*S + b`` starts at a=1, b=0 by default (docs/method.md, 'affine init a = 1, b = 0');
   ``obj_affine_init="default"`` restores PyTorch's Conv3d init U(-1, 1), ``obj_affine_scale`` sets
   another starting a.
 * ``similarity="dot"`` (default) is §4.1's raw dot product S = <v_fea, D_k>. ``"cosine"`` (a documented
-  deviation) L2-normalises both sides first: a dictionary key is a masked mean divided by h*w (B13),
+  deviation) L2-normalises both sides first: a dictionary key is a masked mean divided by h*w (docs/method.md,
+  'masked mean over all cells'),
   so its norm grows with the mask area of its cluster, and under the raw dot product the clusters
   with the largest keys win the per-position argmax whatever the object.
 * ``object_features`` reproduces the original mask dilation exactly, including its border quirk, and
-  divides by h*w rather than by the mask area (B13).
-* The KL term is the legacy ``reduce=True`` mean over all B*K elements (B16).
+  divides by h*w rather than by the mask area (docs/method.md, 'masked mean over all cells').
+* The KL term is the legacy ``reduce=True`` mean over all B*K elements (docs/method.md, 'KL mean over B·K').
 * Every localization output also comes as pre-sigmoid logits (``av_logits``). Max pooling commutes
   with the (monotonic) sigmoid, so ``sigmoid(pool(av_logits)) == pool(av_map)``. The losses accept
   either form. Prefer ``from_logits=True``: it stays exact when the sigmoid saturates, and it is safe
@@ -61,12 +63,12 @@ FEATURE_DIM = 512  # channels of the ResNet-18 layer4 map, i.e. of v_fea and a_f
 
 @dataclass
 class ModelConfig:
-    """Architecture of both stages. The defaults are the MUSIC reference values (method.md §9)."""
+    """Architecture of both stages. The defaults are the MUSIC reference values (docs/method.md §9)."""
 
     num_clusters: int = 11  # K: classifier outputs = dictionary entries
     embed_dim: int = 128  # audio/visual embedding size used by the cosine map
     fusion_init: float = 5.0  # initial value of the scalar 1x1 fusion conv (av_map = sigmoid(w*cos))
-    obj_affine_init: Literal["identity", "default"] = "identity"  # stage-two a*S+b: a=1,b=0 (B17) or U(-1,1)
+    obj_affine_init: Literal["identity", "default"] = "identity"  # stage-two a*S+b: a=1,b=0 (docs/method.md) or U(-1,1)
     obj_affine_scale: float = 1.0  # the starting a of obj_affine_init="identity" (b starts at 0)
     similarity: Literal["dot", "cosine"] = "dot"  # stage-two S: raw dot product (§4.1) or cosine
     gate: bool = True  # stage two: M <- M * av_map (the original `minimize=True`)
@@ -78,7 +80,7 @@ class ModelConfig:
     f_min: float = 0.0
     f_max: float = 8000.0
     top_db: float = 80.0
-    power: float = 1.0  # 1 = magnitude (reference, B12); 2 = power (opt-in, NON-reference variant)
+    power: float = 1.0  # 1 = magnitude (reference, docs/method.md §6.1); 2 = power (opt-in, NON-reference)
 
     def __post_init__(self) -> None:
         if not isinstance(self.num_clusters, int) or self.num_clusters < 1:
@@ -134,7 +136,7 @@ def mel_filterbank(config: ModelConfig, dtype: torch.dtype = torch.float32) -> T
     """Slaney-scale, Slaney-normalised mel filters (n_fft//2+1, n_mels), i.e. librosa's defaults.
 
     At n_fft=160 two of the 64 filters are all-zero (indices 0 and 13). That is a property of the
-    reference front end (B12), so torchaudio's warning about it is silenced here.
+    reference front end (docs/method.md, 'magnitude log-mel'), so torchaudio's warning about it is silenced here.
     """
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="At least one mel filterbank has all zero values")
@@ -153,7 +155,7 @@ def mel_filterbank(config: ModelConfig, dtype: torch.dtype = torch.float32) -> T
 class LogMel(nn.Module):
     """Waveform (B, samples) -> log-mel (B, 1, frames, n_mels); (B, 16000) -> (B, 1, 201, 64).
 
-    The same maths as librosa in method.md §1.3. The ops are limited to what ONNX and TensorRT run:
+    The same maths as librosa in docs/method.md §1.3. The ops are limited to what ONNX and TensorRT run:
     no torch.stft and no complex tensors.
       centred STFT with zero padding -> F.pad(constant) + conv1d against the fixed DFT*window basis
       |X|       -> sqrt(max(re^2 + im^2, 1e-20)). The clamp keeps the sqrt gradient finite at 0
@@ -368,7 +370,7 @@ class ImageBranch(nn.Module):
         self.project = nn.Sequential(
             nn.Conv2d(FEATURE_DIM, config.embed_dim, kernel_size=1),
             nn.ReLU(),
-            nn.Conv2d(config.embed_dim, config.embed_dim, kernel_size=1),  # no activation after it (S2)
+            nn.Conv2d(config.embed_dim, config.embed_dim, kernel_size=1),  # no activation after it (§3.1)
         )
         self.classifier = _new_classifier(config.num_clusters)
 
@@ -409,7 +411,8 @@ class ScalarAffine(nn.Module):
 
     This is exactly the original ``Conv3d(1, 1, kernel_size=1)`` applied over a dummy channel axis:
     one weight and one bias shared by every class and position. init="identity" gives a=scale
-    (1 by default), b=0 (B17). init="default" gives Conv3d's default init, a, b ~ U(-1, 1) (fan_in = 1).
+    (1 by default), b=0 (docs/method.md, 'affine init a = 1, b = 0'). init="default" gives Conv3d's
+    default init, a, b ~ U(-1, 1) (fan_in = 1).
     """
 
     def __init__(self, init: Literal["identity", "default"] = "identity", scale: float = 1.0) -> None:
@@ -476,7 +479,7 @@ class ClassAwareHead(nn.Module):
 
 def paired_audio(audio: AudioBranch, waveform: Tensor, n_images: int) -> AudioOutput:
     """Run the audio branch once per clip. With ``n_images == 2 * len(waveform)`` each clip serves
-    the interleaved rows 2i (its positive image) and 2i+1 (its negative image) of method.md 3.2:
+    the interleaved rows 2i (its positive image) and 2i+1 (its negative image) of docs/method.md §3.2:
     the outputs are repeated instead of running the audio net twice on the same clip (identical
     values and gradients, half the audio compute)."""
     if waveform.shape[0] == n_images:
@@ -610,7 +613,7 @@ class StageTwo(nn.Module):
 
 
 class AudioTeacher(nn.Module):
-    """Frozen audio branch of a stage-one checkpoint (§4.2; B21: no visual path).
+    """Frozen audio branch of a stage-one checkpoint (§4.2; docs/method.md, 'audio-only teacher': no visual path).
 
     forward(waveform) -> p_a = softmax(a_logits / T), shape (B, K). It always stays in eval mode,
     even if a parent module calls .train(), and it never builds a graph.
@@ -665,7 +668,8 @@ def quadrant_scores(av_map: Tensor) -> Tensor:
 
 
 def dilate_mask(mask: Tensor) -> Tensor:
-    """The original 4-neighbour (cross) dilation of a binary (B, 1, h, w) mask (B13).
+    """The original 4-neighbour (cross) dilation of a binary (B, 1, h, w) mask (docs/method.md,
+    'masked mean over all cells').
 
     Every "on" cell stays on. Only "on" cells that are NOT on the border also switch on their 4
     neighbours. An "on" border cell does not spread. The result is computed from the input mask
@@ -682,8 +686,9 @@ def dilate_mask(mask: Tensor) -> Tensor:
 def object_features(v_fea: Tensor, av_map: Tensor, threshold: float = 0.05, relative: float = 0.0) -> Tensor:
     """Object feature per sample (§3.3): sum(v_fea * dilate(av_map > thr)) / (h*w) -> (B, 512).
 
-    Faithful to the original (B13): the absolute threshold is applied to the sigmoid map; the border
-    quirk of dilate_mask is kept; the divisor is every position h*w (196 at 14x14), NOT the mask area.
+    Faithful to the original (docs/method.md, 'masked mean over all cells'): the absolute threshold
+    is applied to the sigmoid map; the border quirk of dilate_mask is kept; the divisor is every
+    position h*w (196 at 14x14), NOT the mask area.
     ``relative > 0`` (a documented deviation) thresholds each map at ``relative * its max`` instead:
     the absolute 0.05 only isolates the object once the background has been pushed near 0.
     """
@@ -764,8 +769,8 @@ def stage_two_losses(
     """Stage-two objective (§4.4) -> dict(kl, bce_pos, bce_neg, total).
 
     kl      = KL(p_a || softmax(sounding_objects)) averaged over all B*K elements (legacy
-              reduce=True, B16). It is written as sum/numel because F.kl_div(reduction="mean")
-              warns that its meaning will change.
+              reduce=True; docs/method.md, 'KL mean over B·K'). It is written as sum/numel because
+              F.kl_div(reduction="mean") warns that its meaning will change.
     bce_pos = BCE(pos_scores (B,), 1); bce_neg = BCE(neg_quadrant_scores (4B,), 0)
     total   = kl + loc_weight * 0.5 * (bce_pos + bce_neg)   (KL x1, BCEs x0.25 at the default)
     With from_logits=True, pos/neg scores are pre-sigmoid (pool the av_logits instead of av_map).

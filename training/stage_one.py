@@ -1,6 +1,6 @@
 """Stage one: single-source localization with alternating pseudo-label classification.
 
-Each epoch (method.md 3.5): one localization epoch (BCE on interleaved positive/negative pairs),
+Each epoch (docs/method.md §3.5): one localization epoch (BCE on interleaved positive/negative pairs),
 validation, checkpoint; then, from epoch ``init_num`` on (``alternate``), object-feature
 extraction over the training split, K-means into K pseudo-classes, the object dictionary, and
 ``class_epochs`` classification epochs with fresh classifiers. Each clustering round is saved as
@@ -51,7 +51,7 @@ def load_data(cfg: RunConfig, d: du.Dist, progress: bool) -> StageOneData:
 
 
 def _interleave(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """rows 2i = a[i], 2i+1 = b[i] (method.md 3.2)."""
+    """rows 2i = a[i], 2i+1 = b[i] (docs/method.md §3.2)."""
     return torch.stack([a, b], dim=1).flatten(0, 1)
 
 
@@ -163,8 +163,9 @@ def validate(model, data: StageOneData, cfg: RunConfig, device: torch.device) ->
 @torch.no_grad()
 def extract_features(model, bank: SceneBank, cfg: RunConfig, d: du.Dist, device: torch.device,
                      progress: bool) -> torch.Tensor:
-    """Masked object features (method.md 3.3) of every scene of ``bank``, gathered on all ranks.
-    Eval transforms (the B4 fix) unless ``eval_transforms_for_features`` is off."""
+    """Masked object features (docs/method.md §3.3) of every scene of ``bank``, gathered on all ranks.
+    Eval transforms (docs/method.md, 'eval transforms for clustering') unless
+    ``eval_transforms_for_features`` is off."""
     net = _unwrap(model)
     net.eval()
     mine = list(du.shard(len(bank), d))
@@ -184,7 +185,7 @@ def extract_features(model, bank: SceneBank, cfg: RunConfig, d: du.Dist, device:
 
 
 def cluster(features: torch.Tensor, cfg: RunConfig, round_id: int) -> dict:
-    """K-means on L2-normalised features (lloyd, k-means++, seeded: B14), the dictionary of raw
+    """K-means on L2-normalised features (lloyd, k-means++, seeded: docs/method.md §6.1), the dictionary of raw
     per-cluster means, and NMI against the ground truth where it is known."""
     k = cfg.model.num_clusters
     x = F.normalize(features.double(), dim=1).numpy()
@@ -204,8 +205,9 @@ def classification_phase(model, opt_main, data: StageOneData, pseudo: torch.Tens
                          round_id: int, d: du.Dist, device: torch.device, log: MetricsLog,
                          progress: bool) -> dict:
     """Fresh classifiers (N(0, 0.01)) trained on the pseudo-labels with their own Adam (1e-3);
-    every step also steps the main Adam, so the backbones are fine-tuned too (method.md 3.4).
-    Gradients are set to None, so the localization head is untouched here (the B15 fix)."""
+    every step also steps the main Adam, so the backbones are fine-tuned too (docs/method.md §3.4).
+    Gradients are set to None, so the localization head is untouched here (docs/method.md, 'untouched
+    head in classification phases')."""
     net = _unwrap(model)
     net.reset_classifiers()  # in place: DDP and the main optimiser keep their references
     du.broadcast_parameters(net.classifier_parameters(), d)
@@ -256,9 +258,9 @@ def _unwrap(model):
 
 
 def make_round(model, opt_main, data, cfg, round_id, epoch, run_dir, d, device, log, progress) -> dict:
-    """Features -> K-means -> dictionary -> classification phase -> round file (method.md 3.3-3.4).
+    """Features -> K-means -> dictionary -> classification phase -> round file (docs/method.md §3.3-3.4).
     The dictionary is computed before the classification phase, the paired checkpoint after it
-    (faithful to the original, B9)."""
+    (faithful to the original: docs/method.md, 'dictionary before the classification phase')."""
     feats = extract_features(model, data.train, cfg, d, device, progress)
     result = du.broadcast(cluster(feats, cfg, round_id) if d.is_main else None, d)
     gt = data.train.labels.numpy()

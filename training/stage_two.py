@@ -1,10 +1,11 @@
 """Stage two: class-aware localization on multi-source (mosaic, optionally duet) scenes.
 
 The student starts from a stage-one round's weights; the frozen audio teacher and the object
-dictionary come from the SAME clustering round (the B8 fix: the round id is checked). Loss per
-method.md 4.4: KL(p_a || softmax(GAP(M))) on positives + 0.5 * 0.5 * (BCE of the positive global
-max, BCE of the four negative quadrant maxima). With ``objective = "all_pairs"`` (a documented
-deviation) every other mosaic of the batch, not one random one, gives a clip its negative quadrants.
+dictionary come from the SAME clustering round (the round id is checked: docs/method.md, 'one round
+for teacher and dictionary'). Loss per docs/method.md §4.4: KL(p_a || softmax(GAP(M))) on
+positives + 0.5 * 0.5 * (BCE of the positive global max, BCE of the four negative quadrant
+maxima). With ``objective = "all_pairs"`` (a documented deviation) every other mosaic of the
+batch, not one random one, gives a clip its negative quadrants.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
-"""A torch Dataset over an AV-COCO folder (shared/spec/av-coco.md), for evaluation and fine-tuning.
+"""A torch Dataset over an AV-COCO folder (docs/avcoco.md), for evaluation and fine-tuning.
 
-Frames go through :func:`avsl_edge.preprocess.preprocess_frame` (method.md 1.2 val/test:
+Frames go through :func:`avsl_edge.preprocess.preprocess_frame` (docs/method.md §1.2, val/test:
 Resize((S, S)) without keeping the aspect ratio -> ToTensor -> ImageNet Normalize), the same
 function the edge runtime calls, so training and deployment inputs are byte-identical. Audio is
 the image's clip, mixed to mono, resampled and fitted to exactly ``clip_seconds``

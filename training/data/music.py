@@ -1,4 +1,4 @@
-"""The MUSIC data layout (method.md section 7): reading, the solo dataset, and preparation from mp4.
+"""The MUSIC data layout (docs/method.md §7): reading, the solo dataset, and preparation from mp4.
 
 Processed root::
 
@@ -14,12 +14,13 @@ Prepare a root from raw videos (any frame rate; audio is taken from the video's 
 
     python -m training.data.music prepare --videos raw/ --out data/music_solo
 
-Frames are chosen by timestamp (the B10 fix): within whole second ``s`` the kept frames are
-``floor(t * fps)`` for ``t = s + j * interval / fps``, ``j = 0..3``, ``interval = int(fps / 4)``;
-at 30 fps that is in-second offsets 0, 7, 14, 21 exactly as the original, and at 29.97 fps every
-second gets its 4 frames. The log-mel is the model's own front end (``training.model.LogMel``).
+Frames are chosen by timestamp (docs/method.md, 'frames by timestamp'): within whole second ``s``
+the kept frames are ``floor(t * fps)`` for ``t = s + j * interval / fps``, ``j = 0..3``,
+``interval = int(fps / 4)``; at 30 fps that is in-second offsets 0, 7, 14, 21 exactly as the
+original, and at 29.97 fps every second gets its 4 frames. The log-mel is the model's own front
+end (``training.model.LogMel``).
 
-Read it for stage one (method 1.4)::
+Read it for stage one (docs/method.md §1.4)::
 
     ds = MusicSolo("data/music_solo", index="data/music_solo/index.txt", labels="solo.json", train=True)
     item = ds[0]   # audio (1, 201, 64), pos_image / neg_image (3, 224, 224), pos_label, neg_label
@@ -283,7 +284,7 @@ def read_jpeg(path: Path) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------------------------
-# training-time augmentation (method 1.2) on uint8 RGB
+# training-time augmentation (docs/method.md §1.2) on uint8 RGB
 
 
 def _augment(rgb: np.ndarray, g: torch.Generator | None) -> np.ndarray:
@@ -307,7 +308,7 @@ def _random_crop(rgb: np.ndarray, size: int, g: torch.Generator | None) -> np.nd
 
 
 # --------------------------------------------------------------------------------------------
-# the solo dataset (method 1.4)
+# the solo dataset (docs/method.md §1.4)
 
 
 class MusicSolo(Dataset):
@@ -316,13 +317,13 @@ class MusicSolo(Dataset):
     - ``audio``: float32 (1, 201, 64) log-mel of that second;
     - ``pos_image``: a random one of the frames of that second, (3, S, S);
     - ``neg_image``: a random frame of a random pair of a DIFFERENT video id (the category may
-      be the same, as in the original, B20);
+      be the same, as in the original: docs/method.md, 'negatives of any other scene');
     - ``pos_label`` / ``neg_label``: category index (position in the sorted label-JSON
       categories; -1 for a multi-source video or when no labels are given);
     - ``frame_path`` / ``neg_frame_path`` / ``audio_path``: the files used (str).
 
     ``train=True``: flip/brightness/saturation augmentation -> Resize(256/224 * S) -> RandomCrop(S)
-    -> normalise (method 1.2); ``train=False``: the shared :func:`preprocess_frame`.
+    -> normalise (docs/method.md §1.2); ``train=False``: the shared :func:`preprocess_frame`.
     Randomness comes from torch's global RNG (seeded per DataLoader worker); with ``seed`` set,
     item ``i`` is the same every time it is drawn.
     """
