@@ -454,7 +454,7 @@ def cmd_live(args: argparse.Namespace) -> int:
     # From here on Ctrl-C / SIGTERM is a stop request; later ones are ignored until the recording,
     # the JSON lines and the summary are complete and every device thread has been joined.
     with StopSignals(note=b"live: stopping: finishing the recording, JSON lines and summary first "
-                          b"(Ctrl-C again is ignored)\n") as signals:
+                          b"(Ctrl-C again is ignored)\n", linger=True) as signals:
         try:
             # Camera and microphone are opened together: a video file and an audio file start playing
             # when opened, so this keeps them in sync.

@@ -140,14 +140,18 @@ class StopSignals:
     and is remembered in ``signum``; every later one is ignored (with a one-line note) until the
     block ends, so the clean-up it asked for (closing devices, finalising a recording, writing
     the summary) runs to the end however often Ctrl-C is pressed. Ctrl-\\ (SIGQUIT) still kills.
+    ``linger``: once stopped by a signal, keep ignoring these signals after the block too (for a
+    program that exits right after it: a late Ctrl-C would otherwise replace its exit code).
     Off the main thread (where Python cannot install handlers) it does nothing."""
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self, event: threading.Event | None = None,
-                 note: bytes = b"stopping: finishing the outputs first (Ctrl-C again is ignored)\n"):
+                 note: bytes = b"stopping: finishing the outputs first (Ctrl-C again is ignored)\n",
+                 linger: bool = False):
         self.event = event if event is not None else threading.Event()
         self.note = note
+        self.linger = linger
         self.signum: int | None = None
         self.repeats = 0
         self._old: dict = {}
@@ -172,7 +176,7 @@ class StopSignals:
 
     def __exit__(self, *exc: Any) -> None:
         for sig, handler in self._old.items():
-            signal.signal(sig, handler)
+            signal.signal(sig, signal.SIG_IGN if self.linger and self.signum is not None else handler)
         self._old = {}
 
 
