@@ -9,6 +9,13 @@ Without --model the bundle is $AVSL_EDGE_MODEL, else the one the last `python -m
 training.pipeline` registered. Exit codes: 0 ok, 2 bad usage or input (a message, no
 traceback), 1 internal error, 130 interrupted.
 
+Before any work, every command checks its outputs (avsl_edge.fileio.check_outputs): none may
+replace an input or another output (symlinks and hardlinks count), and each must be writable
+(an existing folder, not a folder or device itself). Numeric options are bounded when parsed
+(threads 0..max(8, 4 per core), bench --size at most 4K pixels, ...). `run` stops at damaged
+video data (exit 2, nothing written) and warns when a video holds fewer frames than its header
+says.
+
 Subcommands live in :data:`COMMANDS` (name -> :class:`Command`); add one with
 :func:`register_command`.
 """
@@ -106,7 +113,10 @@ def check_outputs(outputs: dict[str, Any], inputs: dict[str, Any], folders: tupl
 def open_localizer(args: argparse.Namespace, **rules: float | str) -> Any:
     from . import load  # noqa: PLC0415 - the package imports this module lazily
 
-    providers = [p.strip() for p in args.providers.split(",") if p.strip()] if args.providers else None
+    providers = [p.strip() for p in args.providers.split(",") if p.strip()] if args.providers is not None else None
+    if providers == []:
+        raise UsageError(f"--providers {args.providers!r} names no provider; give a comma-separated list, "
+                         "e.g. CUDAExecutionProvider,CPUExecutionProvider")
     if providers is not None and args.backend == "tensorrt":
         raise UsageError("--providers applies to the onnxruntime backend, not --backend tensorrt")
     return load(args.model, args.backend, providers, args.variant, intra_op_threads=args.threads,

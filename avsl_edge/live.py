@@ -25,11 +25,14 @@ Frames whose shorter side is below ``--display-min`` pixels (default 480) are dr
 overlay and HUD stay readable; the model always sees the camera's own frame, and ``--json`` boxes
 are in the camera's pixels.
 
-Ends: ``--max-frames`` reached or a video file ended (exit 0), ``q``/Esc or the window closed
-(0), Ctrl-C or SIGTERM (a clean stop, exit 130), a camera or microphone that cannot be opened or
-stops delivering (a one-line message, exit 2). Every path closes the devices, finalises the
-recording (a playable file with the captured sound) and prints the summary. Microphone input
-overflows are counted and shown, never fatal.
+Ends: ``--max-frames`` reached or a video file ended (exit 0; a file with fewer frames than its
+header says gets a warning, also in the summary's ``warnings``), ``q``/Esc or the window closed
+(0), Ctrl-C or SIGTERM (a clean stop, exit 130; further Ctrl-C are ignored until the recording,
+JSON lines and summary are complete), a camera or microphone that cannot be opened or stops
+delivering, or a video file damaged mid-way (a one-line message, exit 2). Every path closes the
+devices, finalises the recording (a playable file with the captured sound) and prints the
+summary. Microphone input overflows are counted and shown, never fatal. Outputs are checked
+before the model loads (none may replace an input or another output; each must be writable).
 
 Torch-free: numpy, OpenCV, ONNX Runtime (via the Localizer), sounddevice for the microphone.
 """

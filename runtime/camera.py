@@ -10,9 +10,10 @@ a queue and latency stays bounded. A video file is paced at its own frame rate (
 same semantics as a camera) or, with ``realtime=False``, handed over frame by frame with no drops
 as fast as the consumer takes them (offline processing).
 
-Errors: :class:`CameraError` when the source cannot be opened or stops delivering frames for
-``stall_timeout`` seconds; :class:`CameraEnded` (an ``EOFError``, not a ``CameraError``) when a
-video file has been read to its end. Torch-free: OpenCV only.
+Errors: :class:`CameraError` when the source cannot be opened, stops delivering frames for
+``stall_timeout`` seconds, or is a video file that fails to decode with frames after the failure
+(damaged mid-way); :class:`CameraEnded` (an ``EOFError``, not a ``CameraError``) when a video file
+has been read to its end (``frames_read`` below ``frame_count``: the file was cut short). Torch-free: OpenCV only.
 """
 
 from __future__ import annotations
