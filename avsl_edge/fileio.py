@@ -129,24 +129,27 @@ def writable_problem(path: str | os.PathLike, folder: bool = False) -> str | Non
 
 
 def check_outputs(outputs: Mapping[str, PathArg], inputs: Mapping[str, PathArg] | None = None,
-                  folders: Iterable[str] = ()) -> None:
+                  folders: Iterable[str] = (), replaced: Iterable[str] = ()) -> None:
     """Refuse a command's outputs before any work starts.
 
     ``outputs`` and ``inputs`` map an option name ("--out", "VIDEO") to its path (None: not
-    given); ``folders`` names the outputs that are folders. Raises :class:`OutputExistsError`
-    when an output is an input (or an existing file inside an input folder) or another output,
-    symlinks and hardlinks included, and :class:`OutputPathError` when an output cannot be written.
+    given); ``folders`` names the outputs that are folders new files go into, ``replaced`` those
+    that are folders replaced as a whole (a bundle). Raises :class:`OutputExistsError` when an
+    output is an input (or an existing file inside an input folder), another output, or a replaced
+    folder holding an input, symlinks and hardlinks included; :class:`OutputPathError` when an
+    output cannot be written.
     """
     outs = [(name, Path(p)) for name, p in outputs.items() if p is not None]
     ins = [(name, Path(p)) for name, p in (inputs or {}).items() if p is not None and str(p) != ""]
-    folders = set(folders)
+    replaced = set(replaced)
+    folders = set(folders) | replaced
     for i, (name, path) in enumerate(outs):
         for in_name, src in ins:
             if _same_file(path, src):
                 raise OutputExistsError(f"{name} {path} would overwrite the input {in_name} {src}")
             if src.is_dir() and path.exists() and _inside(path, src):
                 raise OutputExistsError(f"{name} {path} would overwrite a file of the input {in_name} {src}")
-            if name in folders and _inside(src, path):
+            if name in replaced and _inside(src, path):
                 raise OutputExistsError(f"{name} {path} would replace a folder holding the input {in_name} {src}")
         for other_name, other in outs[:i]:
             if _same_file(path, other):

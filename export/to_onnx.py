@@ -510,7 +510,7 @@ def main(argv: list[str] | None = None) -> int:
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     try:
         check_outputs({"--out": out}, {"--checkpoint": ckpt, "--calibration-data": args.calibration_data,
-                                       "--eval-data": eval_data}, folders=("--out",))
+                                       "--eval-data": eval_data}, replaced=("--out",))
         export_run(ckpt, out, args.calibration_data, eval_data=eval_data, variants=variants,
                    calibration_size=args.calibration_size, calibration_method=args.calibration_method,
                    evaluate=not args.no_eval, threads=args.threads, max_fpr=args.max_fpr)

@@ -161,7 +161,8 @@ def test_the_guard_compares_files_not_spellings(tmp_path):
     with pytest.raises(OutputExistsError, match="are the same file"):  # neither exists yet: resolved paths
         check_outputs({"--out": tmp_path / "new.mp4", "--json": tmp_path / "link" / "new.mp4"})
     with pytest.raises(OutputExistsError, match="would replace a folder holding the input"):
-        check_outputs({"--out": tmp_path}, {"--checkpoint": a}, folders=("--out",))
+        check_outputs({"--out": tmp_path}, {"--checkpoint": a}, replaced=("--out",))
+    check_outputs({"--snapshot-dir": tmp_path}, {"--camera": a}, folders=("--snapshot-dir",))  # only adds files
     check_outputs({"--out": tmp_path / "b.mp4", "--json": tmp_path / "b.jsonl"}, {"VIDEO": a, "--audio": None})
 
 
