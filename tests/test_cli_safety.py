@@ -358,3 +358,27 @@ def test_output_path_errors_are_user_errors():
     from avsl_edge.errors import UserError
 
     assert issubclass(OutputPathError, UserError) and issubclass(OutputExistsError, UserError)
+
+
+def test_sigterm_during_run_leaves_nothing_half_written(smoke_bundle, tmp_path):
+    import signal
+    import time
+
+    video = make_video(tmp_path / "long.mp4", seconds=60)
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    proc = subprocess.Popen([sys.executable, "-m", "avsl_edge", "run", str(video), "--out", str(out_dir / "o.mp4"),
+                             "--json", str(out_dir / "o.jsonl"), "--model", str(smoke_bundle), "--threads", "1",
+                             "--quiet"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not any(p.stat().st_size for p in out_dir.glob(".o.*.jsonl")):  # frames are being written
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.02)
+        proc.terminate()
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130 and err.strip().endswith("interrupted") and "Traceback" not in err, err
+    assert list(out_dir.iterdir()) == []
