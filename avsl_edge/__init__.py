@@ -110,9 +110,9 @@ def default_localizer(model: str | os.PathLike | None = None) -> Localizer:
         return _default[key]
 
 
-def localize(frame: Any, audio: Any, sample_rate: int = 16000,  # SAMPLE_RATE, without importing .audio model: str | os.PathLike | None = None,
+def localize(frame: Any, audio: Any, sample_rate: int = 16000, model: str | os.PathLike | None = None,
              *, rgb: bool = False) -> Result:
     """Localize the sounding objects of one frame (BGR uint8 array, or RGB with ``rgb=True``, or a PIL
-    image) with the audio heard with it (any rate; its last second), using a cached default
-    :class:`Localizer` for ``model`` (see :func:`load`)."""
+    image) with the audio heard with it (any rate, default SAMPLE_RATE, 16 kHz; its last second),
+    using a cached default :class:`Localizer` for ``model`` (see :func:`load`)."""
     return default_localizer(model).localize(frame, audio, sample_rate, rgb=rgb)

@@ -382,3 +382,13 @@ def test_sigterm_during_run_leaves_nothing_half_written(smoke_bundle, tmp_path):
             proc.kill()
     assert proc.returncode == 130 and err.strip().endswith("interrupted") and "Traceback" not in err, err
     assert list(out_dir.iterdir()) == []
+
+
+def test_the_lazy_package_keeps_its_public_names():
+    import inspect
+
+    import avsl_edge
+    from avsl_edge.audio import SAMPLE_RATE
+
+    assert inspect.signature(avsl_edge.localize).parameters["sample_rate"].default == SAMPLE_RATE
+    assert all(getattr(avsl_edge, name) is not None for name in avsl_edge.__all__)
