@@ -41,7 +41,7 @@ from .backends import BACKENDS
 from .bundle import VARIANTS, json_default
 from .errors import UserError
 from .media import MediaError
-from .options import float_in, int_in, thread_count
+from .options import int_in, thread_count
 
 
 class UsageError(UserError, ValueError):

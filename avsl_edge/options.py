@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import argparse
-import math
 import os
 from collections.abc import Callable
 
@@ -30,22 +29,6 @@ def int_in(lo: int, hi: int, what: str = "") -> Callable[[str], int]:
         return value
 
     parse.__name__ = "integer"  # argparse names the type in its messages
-    return parse
-
-
-def float_in(lo: float, hi: float, *, lo_open: bool = False) -> Callable[[str], float]:
-    """An argparse type: a finite float in ``[lo, hi]`` (``(lo, hi]`` with ``lo_open``); NaN and
-    infinities are refused."""
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-        if not math.isfinite(value) or value > hi or value < lo or (lo_open and value == lo):
-            raise argparse.ArgumentTypeError(f"must be {'>' if lo_open else '>='} {lo:g} and <= {hi:g}, got {text}")
-        return value
-
-    parse.__name__ = "number"
     return parse
 
 

@@ -361,7 +361,6 @@ def test_output_path_errors_are_user_errors():
 
 
 def test_sigterm_during_run_leaves_nothing_half_written(smoke_bundle, tmp_path):
-    import signal
     import time
 
     video = make_video(tmp_path / "long.mp4", seconds=60)
