@@ -413,6 +413,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
         frame = cv2.imread(str(args.frame), cv2.IMREAD_COLOR)
         if frame is None:
             raise UsageError(f"--frame {args.frame}: unreadable image")
+        if frame.shape[0] * frame.shape[1] > MAX_PIXELS:
+            raise UsageError(f"--frame {args.frame}: {frame.shape[1]}x{frame.shape[0]} is larger than a 4K frame "
+                             f"({MAX_PIXELS} pixels); give a smaller image")
         _, audio = synthetic_inputs(16, 16)
     else:
         frame, audio = synthetic_inputs(w, h)

@@ -391,3 +391,11 @@ def test_the_lazy_package_keeps_its_public_names():
 
     assert inspect.signature(avsl_edge.localize).parameters["sample_rate"].default == SAMPLE_RATE
     assert all(getattr(avsl_edge, name) is not None for name in avsl_edge.__all__)
+
+
+def test_bench_refuses_a_frame_image_larger_than_4k(no_model_load, tmp_path, capsys):
+    import cv2
+
+    big = tmp_path / "big.png"
+    assert cv2.imwrite(str(big), np.zeros((2161, 3841, 3), np.uint8))
+    assert "larger than a 4K frame" in exits_2(capsys, "bench", "--frame", big)
