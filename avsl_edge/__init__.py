@@ -17,19 +17,44 @@ Torch-free: numpy, OpenCV, ONNX Runtime (and TensorRT when present).
 
 from __future__ import annotations
 
+import importlib
 import os
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .audio import SAMPLE_RATE, AudioError
-from .backends import Backend, BackendError, create_backend
-from .bundle import BundleError, load_bundle
-from .localizer import AudioState, InputError, Localizer, Rules
-from .registry import ModelNotFoundError, resolve_model
-from .result import Box, Result
-from .tensorrt_engine import TensorRTUnavailable
+if TYPE_CHECKING:
+    from .audio import SAMPLE_RATE, AudioError
+    from .backends import Backend, BackendError, create_backend
+    from .bundle import BundleError, load_bundle
+    from .localizer import AudioState, InputError, Localizer, Rules
+    from .registry import ModelNotFoundError, resolve_model
+    from .result import Box, Result
+    from .tensorrt_engine import TensorRTUnavailable
 
 __version__ = "0.1.0"
+
+# The names below load their module on first use (PEP 562): `import avsl_edge` (and so the
+# `avsl-edge` entry point) starts without numpy, OpenCV or ONNX Runtime, which keeps a Ctrl-C
+# during start-up inside the entry point's handler.
+_LAZY = {
+    "SAMPLE_RATE": "audio", "AudioError": "audio", "Backend": "backends", "BackendError": "backends",
+    "create_backend": "backends", "BundleError": "bundle", "load_bundle": "bundle", "AudioState": "localizer",
+    "InputError": "localizer", "Localizer": "localizer", "Rules": "localizer", "ModelNotFoundError": "registry",
+    "resolve_model": "registry", "Box": "result", "Result": "result", "TensorRTUnavailable": "tensorrt_engine",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
 
 __all__ = [
     "load", "localize", "Localizer", "Result", "Box", "AudioState", "Rules", "Backend",
@@ -58,6 +83,11 @@ def load(model: str | os.PathLike | None = None, backend: str = "auto", provider
 
     >>> loc = avsl_edge.load("runs/cpu/bundle", variant="int8-cpu", intra_op_threads=2)  # doctest: +SKIP
     """
+    from .backends import create_backend  # noqa: PLC0415
+    from .bundle import load_bundle  # noqa: PLC0415
+    from .localizer import Localizer, Rules  # noqa: PLC0415
+    from .registry import resolve_model  # noqa: PLC0415
+
     bundle = load_bundle(resolve_model(model), verify=verify)
     rule_set = Rules.from_postprocessing(bundle.manifest.postprocessing, **rules)
     be = create_backend(bundle, backend, providers, variant, intra_op_threads, inter_op_threads, io_binding,
@@ -71,6 +101,8 @@ _default_lock = threading.Lock()
 
 def default_localizer(model: str | os.PathLike | None = None) -> Localizer:
     """The cached Localizer of :func:`localize` (one per resolved bundle path)."""
+    from .registry import resolve_model  # noqa: PLC0415
+
     key = str(os.path.realpath(resolve_model(model)))
     with _default_lock:
         if key not in _default:
@@ -78,9 +110,9 @@ def default_localizer(model: str | os.PathLike | None = None) -> Localizer:
         return _default[key]
 
 
-def localize(frame: Any, audio: Any, sample_rate: int = SAMPLE_RATE, model: str | os.PathLike | None = None,
+def localize(frame: Any, audio: Any, sample_rate: int = 16000, model: str | os.PathLike | None = None,
              *, rgb: bool = False) -> Result:
     """Localize the sounding objects of one frame (BGR uint8 array, or RGB with ``rgb=True``, or a PIL
-    image) with the audio heard with it (any rate; its last second), using a cached default
-    :class:`Localizer` for ``model`` (see :func:`load`)."""
+    image) with the audio heard with it (any rate, default SAMPLE_RATE, 16 kHz; its last second),
+    using a cached default :class:`Localizer` for ``model`` (see :func:`load`)."""
     return default_localizer(model).localize(frame, audio, sample_rate, rgb=rgb)

@@ -9,6 +9,13 @@ Without --model the bundle is $AVSL_EDGE_MODEL, else the one the last `python -m
 training.pipeline` registered. Exit codes: 0 ok, 2 bad usage or input (a message, no
 traceback), 1 internal error, 130 interrupted.
 
+Before any work, every command checks its outputs (avsl_edge.fileio.check_outputs): none may
+replace an input or another output (symlinks and hardlinks count), and each must be writable
+(an existing folder, not a folder or device itself). Numeric options are bounded when parsed
+(threads 0..max(8, 4 per core), bench --size at most 4K pixels, ...). `run` stops at damaged
+video data (exit 2, nothing written) and warns when a video holds fewer frames than its header
+says.
+
 Subcommands live in :data:`COMMANDS` (name -> :class:`Command`); add one with
 :func:`register_command`.
 """
@@ -34,6 +41,7 @@ from .backends import BACKENDS
 from .bundle import VARIANTS, json_default
 from .errors import UserError
 from .media import MediaError
+from .options import int_in, thread_count
 
 
 class UsageError(UserError, ValueError):
@@ -78,21 +86,39 @@ def add_model_options(p: argparse.ArgumentParser, backend: bool = True) -> None:
     p.add_argument("--providers", metavar="LIST",
                    help="ONNX Runtime execution providers, comma-separated, used as given "
                         "(default: TensorRT EP, CUDA EP, CPU, as far as they work here)")
-    p.add_argument("--threads", type=int, default=0, metavar="N",
-                   help="ONNX Runtime intra-op threads (default 0: its default)")
-    p.add_argument("--inter-threads", type=int, default=0, metavar="N",
-                   help="ONNX Runtime inter-op threads (default 0: its default)")
+    p.add_argument("--threads", type=thread_count, default=0, metavar="N",
+                   help="ONNX Runtime intra-op threads (default 0: its default; at most 4 per core)")
+    p.add_argument("--inter-threads", type=thread_count, default=0, metavar="N",
+                   help="ONNX Runtime inter-op threads (default 0: its default; at most 4 per core)")
+
+
+def model_input(args: argparse.Namespace) -> Path | None:
+    """The bundle folder the command will read (for the output guard), None when none is found
+    (the command then reports that when it loads the model)."""
+    from .registry import resolve_model  # noqa: PLC0415
+
+    try:
+        return resolve_model(args.model)
+    except UserError:
+        return None
+
+
+def check_outputs(outputs: dict[str, Any], inputs: dict[str, Any], folders: tuple[str, ...] = ()) -> None:
+    """The output guard of every command (see :func:`avsl_edge.fileio.check_outputs`), run before any work."""
+    from .fileio import check_outputs as check  # noqa: PLC0415
+
+    check(outputs, inputs, folders)
 
 
 def open_localizer(args: argparse.Namespace, **rules: float | str) -> Any:
     from . import load  # noqa: PLC0415 - the package imports this module lazily
 
-    providers = [p.strip() for p in args.providers.split(",") if p.strip()] if args.providers else None
+    providers = [p.strip() for p in args.providers.split(",") if p.strip()] if args.providers is not None else None
+    if providers == []:
+        raise UsageError(f"--providers {args.providers!r} names no provider; give a comma-separated list, "
+                         "e.g. CUDAExecutionProvider,CPUExecutionProvider")
     if providers is not None and args.backend == "tensorrt":
         raise UsageError("--providers applies to the onnxruntime backend, not --backend tensorrt")
-    for name in ("threads", "inter_threads"):
-        if getattr(args, name) < 0:
-            raise UsageError(f"--{name.replace('_', '-')} must be >= 0")
     return load(args.model, args.backend, providers, args.variant, intra_op_threads=args.threads,
                 inter_op_threads=args.inter_threads, **rules)
 
@@ -104,11 +130,15 @@ def _progress(total: int | None, desc: str, quiet: bool) -> Any:
                 leave=False, file=sys.stderr)
 
 
-def _write_json(path: Path, data: Any) -> None:
+def _write_text(path: Path, text: str) -> None:
     from .fileio import atomic_path  # noqa: PLC0415
 
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2, default=json_default) + "\n")
+        tmp.write_text(text)
+
+
+def _write_json(path: Path, data: Any) -> None:
+    _write_text(path, json.dumps(data, indent=2, default=json_default) + "\n")
 
 
 # --------------------------------------------------------------------------------------------
@@ -125,7 +155,7 @@ def configure_run(p: argparse.ArgumentParser) -> None:
                    help="recompute the audio embedding every SECONDS (default 0.25); frames in between reuse it")
     p.add_argument("--style", choices=("heat", "contour", "both", "none"), default="heat", help="map drawing")
     p.add_argument("--no-legend", action="store_true", help="no legend panel")
-    p.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames")
+    p.add_argument("--max-frames", type=int_in(1, 10**9), metavar="N", help="stop after N frames")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_model_options(p)
 
@@ -156,6 +186,54 @@ def _read_sound(path: Path) -> tuple[np.ndarray, int]:
     return read_audio_track(path, rate), rate
 
 
+def expected_frames(stream: Any, container: Any, fps: float) -> int | None:
+    """How many frames the container's header promises: its frame count, else its duration x fps."""
+    if stream.frames:
+        return int(stream.frames)
+    seconds = None
+    if stream.duration and stream.time_base:
+        seconds = float(stream.duration * stream.time_base)
+    elif container.duration:
+        seconds = container.duration / 1e6  # AV_TIME_BASE
+    if not seconds or seconds <= 0:
+        return None
+    return int(round(seconds * fps)) or None
+
+
+class DecodedFrames:
+    """The frames of ``stream``, stopping at the first demuxing or decoding error instead of
+    raising it: ``error`` is that error (None at a clean end), ``error_mid_file`` whether packets
+    followed the one that failed (damage inside the file, not a cut-off end)."""
+
+    def __init__(self, container: Any, stream: Any):
+        self.container, self.stream = container, stream
+        self.error: Exception | None = None
+        self.error_mid_file = False
+
+    def __iter__(self) -> Any:
+        import av  # noqa: PLC0415
+
+        packets = self.container.demux(self.stream)
+        while True:
+            try:
+                packet = next(packets)
+            except StopIteration:
+                return
+            except av.FFmpegError as exc:  # the container itself is damaged here
+                self.error, self.error_mid_file = exc, True
+                return
+            try:
+                frames = packet.decode()
+            except av.FFmpegError as exc:
+                self.error = exc
+                try:  # a damaged packet with more after it is damage inside the file
+                    self.error_mid_file = any(p.size for p in packets)
+                except av.FFmpegError:
+                    self.error_mid_file = True
+                return
+            yield from frames
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     import contextlib  # noqa: PLC0415
 
@@ -171,8 +249,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise UsageError(f"--out {args.out}: the overlay video must end in .mp4, .mov or .mkv")
     if not (args.hop > 0 and math.isfinite(args.hop)):
         raise UsageError(f"--hop must be > 0 seconds, got {args.hop}")
-    if args.max_frames is not None and args.max_frames < 1:
-        raise UsageError(f"--max-frames must be >= 1, got {args.max_frames}")
+    check_outputs({"--out": args.out, "--json": args.json},
+                  {"VIDEO": args.video, "--audio": args.audio, "--model": model_input(args)})
     try:
         sound, rate = _read_sound(args.audio or args.video)
     except MediaError as exc:
@@ -191,14 +269,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         fps = float(stream.average_rate or stream.guessed_rate or 0) or 30.0
-        total = stream.frames or None
+        expected = expected_frames(stream, container, fps)
+        total = expected
         if args.max_frames:
             total = min(total or args.max_frames, args.max_frames)
         bar = stack.enter_context(_progress(total, "run", args.quiet))
         json_file = stack.enter_context(open(stack.enter_context(atomic_path(args.json)), "w")) if args.json else None
         writer = stack.enter_context(VideoWriter(args.out, fps, sample_rate=rate))
         hop_index, state = None, None
-        for vf in container.decode(stream):
+        decoded = DecodedFrames(container, stream)
+        for vf in decoded:
             t = float(vf.time) if vf.time is not None else frames / fps
             k = math.floor(t / args.hop + 1e-9)
             if k != hop_index:  # a new hop: encode the 1 s of sound ending at this frame
@@ -215,7 +295,18 @@ def cmd_run(args: argparse.Namespace) -> int:
             if args.max_frames and frames >= args.max_frames:
                 break
         if frames == 0:
-            raise UsageError(f"{args.video}: no video frame could be decoded")
+            raise UsageError(f"{args.video}: no video frame could be decoded"
+                             + (f" ({decoded.error})" if decoded.error else ""))
+        if decoded.error is not None and decoded.error_mid_file:
+            raise UsageError(f"{args.video}: decoding failed at frame {frames}"
+                             + (f" of {expected}" if expected else "")
+                             + f" ({decoded.error}); nothing was written")
+        ended_early = not (args.max_frames and frames >= args.max_frames)
+        if ended_early and (decoded.error is not None or (expected and frames < expected - 1)):
+            print(f"warning: {args.video} looks truncated: {frames} frames read, "
+                  + (f"{expected} expected from its header" if expected else "its end could not be decoded")
+                  + (f" ({decoded.error})" if decoded.error else "") + "; the outputs cover the frames read",
+                  file=sys.stderr)
         n = int(round(frames / fps * rate))  # the sound of the frames written
         writer.write_audio(sound[:n] if n <= sound.shape[0] else np.pad(sound, (0, n - sound.shape[0])))
     print(f"{frames} frames -> {args.out}" + (f", {args.json}" if args.json else "")
@@ -231,7 +322,8 @@ def configure_eval(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", metavar="AVCOCO_DIR", type=Path, required=True, help="an AV-COCO folder")
     p.add_argument("--json", metavar="OUT", type=Path, help="write the table as JSON (like training.evaluate --json)")
     p.add_argument("--markdown", metavar="OUT", type=Path, help="write the table as markdown")
-    p.add_argument("--batch-size", type=int, default=16, metavar="N", help="images per model run (default 16)")
+    p.add_argument("--batch-size", type=int_in(1, MAX_BATCH), default=16, metavar="N",
+                   help=f"images per model run (default 16, at most {MAX_BATCH})")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_model_options(p)
 
@@ -241,8 +333,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from .bundle_eval import evaluate_bundle, images_to_predict  # noqa: PLC0415
     from .evaluation import class_index, markdown_table  # noqa: PLC0415
 
-    if args.batch_size < 1:
-        raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
+    check_outputs({"--json": args.json, "--markdown": args.markdown},
+                  {"--data": args.data, "--model": model_input(args)})
     coco = load_avcoco(args.data)
     if not coco.images:
         raise UsageError(f"{args.data}: the data folder has no images")
@@ -264,7 +356,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.json:
         _write_json(args.json, {"table": table, **extra})
     if args.markdown:
-        args.markdown.write_text(md + "\n")
+        _write_text(args.markdown, md + "\n")
     print(md)
     return 0
 
@@ -274,13 +366,37 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def configure_bench(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--runs", type=int, default=50, metavar="N", help="warm runs (default 50)")
-    p.add_argument("--warmup", type=int, default=5, metavar="N", help="runs before timing (default 5)")
-    p.add_argument("--size", default="640x480", metavar="WxH", help="synthetic frame size (default 640x480)")
+    p.add_argument("--runs", type=int_in(1, MAX_RUNS), default=50, metavar="N",
+                   help=f"warm runs (default 50, at most {MAX_RUNS})")
+    p.add_argument("--warmup", type=int_in(0, MAX_RUNS), default=5, metavar="N",
+                   help="runs before timing (default 5)")
+    p.add_argument("--size", type=frame_size, default=(640, 480), metavar="WxH",
+                   help=f"synthetic frame size (default 640x480; at most {MAX_SIDE} px a side and "
+                        f"{MAX_PIXELS / 1e6:.1f} Mpx, a 4K frame)")
     p.add_argument("--frame", type=Path, metavar="IMAGE", help="an image file to use instead of a synthetic frame")
     p.add_argument("--audio", type=Path, metavar="FILE", help="an audio file to use instead of a synthetic clip")
     p.add_argument("--json", metavar="OUT", type=Path, help="write the report as JSON")
     add_model_options(p)
+
+
+MAX_RUNS = 10_000        # bench --runs / --warmup
+MAX_BATCH = 1024         # eval --batch-size
+MAX_SIDE = 7680          # bench --size, live --camera-size: an 8K frame's width
+MAX_PIXELS = 3840 * 2160  # ... and at most a 4K frame's pixels (the synthetic frame needs ~50 bytes a pixel)
+
+
+def frame_size(text: str) -> tuple[int, int]:
+    """An argparse type: ``WIDTHxHEIGHT`` -> (width, height), each side 1..MAX_SIDE, at most MAX_PIXELS."""
+    import re  # noqa: PLC0415
+
+    m = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
+    if not m:
+        raise argparse.ArgumentTypeError(f"must be WIDTHxHEIGHT, e.g. 640x480, got {text!r}")
+    w, h = int(m.group(1)), int(m.group(2))
+    if not (1 <= w <= MAX_SIDE and 1 <= h <= MAX_SIDE) or w * h > MAX_PIXELS:
+        raise argparse.ArgumentTypeError(f"{w}x{h} is out of range: each side 1..{MAX_SIDE} px and at most "
+                                         f"{MAX_PIXELS} pixels (3840x2160)")
+    return w, h
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -288,20 +404,21 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     from .bench import benchmark, markdown, synthetic_inputs  # noqa: PLC0415
 
-    if args.runs < 1 or args.warmup < 0:
-        raise UsageError(f"need --runs >= 1 and --warmup >= 0, got {args.runs}, {args.warmup}")
-    try:
-        w, h = (int(v) for v in args.size.lower().split("x"))
-        if w < 1 or h < 1:
-            raise ValueError
-    except ValueError:
-        raise UsageError(f"--size must be WIDTHxHEIGHT, e.g. 640x480, got {args.size!r}") from None
-    frame, audio = synthetic_inputs(w, h)
+    check_outputs({"--json": args.json}, {"--frame": args.frame, "--audio": args.audio, "--model": model_input(args)})
+    w, h = args.size
     rate = 48000
     if args.frame:
+        if not args.frame.is_file():
+            raise UsageError(f"--frame {args.frame}: no such image file")
         frame = cv2.imread(str(args.frame), cv2.IMREAD_COLOR)
         if frame is None:
-            raise UsageError(f"{args.frame}: unreadable image")
+            raise UsageError(f"--frame {args.frame}: unreadable image")
+        if frame.shape[0] * frame.shape[1] > MAX_PIXELS:
+            raise UsageError(f"--frame {args.frame}: {frame.shape[1]}x{frame.shape[0]} is larger than a 4K frame "
+                             f"({MAX_PIXELS} pixels); give a smaller image")
+        _, audio = synthetic_inputs(16, 16)
+    else:
+        frame, audio = synthetic_inputs(w, h)
     if args.audio:
         audio, rate = _read_sound(args.audio)
     loc = open_localizer(args)
@@ -446,14 +563,33 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _terminate(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt  # SIGTERM: the same clean stop as Ctrl-C (partial outputs removed, exit 130)
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    import signal  # noqa: PLC0415
+    import threading  # noqa: PLC0415
+
+    ours = threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    if ours:
+        signal.signal(signal.SIGTERM, _terminate)
     try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:  # --help / --version (0) and usage errors (2)
-        return int(exc.code) if isinstance(exc.code, int) else (0 if exc.code is None else 2)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(name)s: %(message)s")
+        return _main(argv)
+    finally:
+        if ours and signal.getsignal(signal.SIGTERM) is _terminate:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _main(argv: list[str] | None) -> int:
     try:
+        parser = build_parser()
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit as exc:  # --help / --version (0) and usage errors (2)
+            return int(exc.code) if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+        logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                            format="%(name)s: %(message)s")
         return int(args.handler(args))
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -472,7 +608,7 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     # Under `python -m avsl_edge.cli` this file runs as __main__; subcommands registered from other
-    # modules (live) go into the imported avsl_edge.cli, so dispatch through that one.
-    from avsl_edge.cli import main as _main
+    # modules (live) go into the imported avsl_edge.cli, so dispatch through the console entry point.
+    from avsl_edge.console import main as _main
 
     sys.exit(_main())

@@ -163,9 +163,13 @@ def markdown_table(table: dict[str, dict[str, Any]]) -> str:
 
 def write_report(table: dict[str, dict[str, Any]], json_path: Path | None, md_path: Path | None,
                  extra: dict[str, Any] | None = None) -> str:
+    from .fileio import atomic_path  # noqa: PLC0415
+
     md = markdown_table(table)
     if json_path is not None:
-        Path(json_path).write_text(json.dumps({"table": table, **(extra or {})}, indent=2, default=float) + "\n")
+        with atomic_path(json_path) as tmp:
+            tmp.write_text(json.dumps({"table": table, **(extra or {})}, indent=2, default=float) + "\n")
     if md_path is not None:
-        Path(md_path).write_text(md + "\n")
+        with atomic_path(md_path) as tmp:
+            tmp.write_text(md + "\n")
     return md

@@ -25,11 +25,14 @@ Frames whose shorter side is below ``--display-min`` pixels (default 480) are dr
 overlay and HUD stay readable; the model always sees the camera's own frame, and ``--json`` boxes
 are in the camera's pixels.
 
-Ends: ``--max-frames`` reached or a video file ended (exit 0), ``q``/Esc or the window closed
-(0), Ctrl-C or SIGTERM (a clean stop, exit 130), a camera or microphone that cannot be opened or
-stops delivering (a one-line message, exit 2). Every path closes the devices, finalises the
-recording (a playable file with the captured sound) and prints the summary. Microphone input
-overflows are counted and shown, never fatal.
+Ends: ``--max-frames`` reached or a video file ended (exit 0; a file with fewer frames than its
+header says gets a warning, also in the summary's ``warnings``), ``q``/Esc or the window closed
+(0), Ctrl-C or SIGTERM (a clean stop, exit 130; further Ctrl-C are ignored until the recording,
+JSON lines and summary are complete), a camera or microphone that cannot be opened or stops
+delivering, or a video file damaged mid-way (a one-line message, exit 2). Every path closes the
+devices, finalises the recording (a playable file with the captured sound) and prints the
+summary. Microphone input overflows are counted and shown, never fatal. Outputs are checked
+before the model loads (none may replace an input or another output; each must be writable).
 
 Torch-free: numpy, OpenCV, ONNX Runtime (via the Localizer), sounddevice for the microphone.
 """
@@ -55,7 +58,9 @@ from typing import Any
 import cv2
 import numpy as np
 
-from .cli import UsageError, _write_json, add_model_options, open_localizer, register_command
+from .cli import (MAX_SIDE, UsageError, _write_json, add_model_options, check_outputs, model_input, open_localizer,
+                  register_command)
+from .options import int_in
 from .boxes import BOX_METHODS
 from .localizer import IN_VIEW_SCORES
 from .overlay import FONT, STYLES, class_colour, scale_of
@@ -63,6 +68,7 @@ from .result import Box, Result
 
 # ---------------------------------------------------------------------------------------------------- HUD
 
+MAX_DISPLAY_MIN = 2160  # --display-min: a 4K frame's shorter side (larger upscales cost memory, show nothing more)
 LEVEL_FLOOR_DB = -60.0  # the level meter's empty end; its full end is 0 dBFS
 STAGE_ORDER = ("audio", "preprocess", "image", "head", "postprocess", "draw")
 STAGE_LABELS = {"preprocess": "pre", "postprocess": "post"}
@@ -302,7 +308,7 @@ def configure_live(p: argparse.ArgumentParser) -> None:
     p.add_argument("--record", metavar="OUT.mp4", type=Path,
                    help="record the overlay video (with the HUD) and the captured sound (.mp4, .mov or .mkv)")
     p.add_argument("--no-display", action="store_true", help="no window (headless machines)")
-    p.add_argument("--max-frames", type=int, metavar="N", help="stop after N processed frames")
+    p.add_argument("--max-frames", type=int_in(1, 10**9), metavar="N", help="stop after N processed frames")
     p.add_argument("--hop", type=float, default=0.25, metavar="SECONDS",
                    help="recompute the audio embedding every SECONDS on the last 1 s of sound (default 0.25)")
     p.add_argument("--audio-worker", action="store_true",
@@ -315,9 +321,9 @@ def configure_live(p: argparse.ArgumentParser) -> None:
     p.add_argument("--summary-json", metavar="OUT.json", type=Path,
                    help="write the end-of-run summary (frames, FPS, latency, stages, drops, recording) as JSON")
     p.add_argument("--style", choices=STYLES, default="heat", help="map drawing (default heat)")
-    p.add_argument("--display-min", type=int, default=480, metavar="PX",
+    p.add_argument("--display-min", type=int_in(0, MAX_DISPLAY_MIN), default=480, metavar="PX",
                    help="draw frames whose shorter side is below PX upscaled to PX, so the HUD stays readable "
-                        "(default 480; 0: the camera's size); applies to the window and the recording")
+                        "(default 480; 0: the camera's size; at most 2160); applies to the window and the recording")
     p.add_argument("--camera-size", metavar="WxH", help="ask a live camera for this resolution (e.g. 1280x720)")
     p.add_argument("--in-view-threshold", type=float, metavar="X",
                    help="override the bundle's calibrated in-view threshold (0..1; 0 names the heard class "
@@ -357,14 +363,10 @@ def _check_args(args: argparse.Namespace) -> tuple[int, int] | None:
                          "the cameras)")
     if not (args.hop > 0 and math.isfinite(args.hop)):
         raise UsageError(f"--hop must be > 0 seconds, got {args.hop}")
-    if args.max_frames is not None and args.max_frames < 1:
-        raise UsageError(f"--max-frames must be >= 1, got {args.max_frames}")
     if not 1 <= args.workers <= 8:
         raise UsageError(f"--workers must be 1..8 frames processed at once, got {args.workers}")
     if args.record is not None and args.record.suffix.lower() not in (".mp4", ".mov", ".mkv"):
         raise UsageError(f"--record {args.record}: the recording must end in .mp4, .mov or .mkv")
-    if args.display_min < 0:
-        raise UsageError(f"--display-min must be >= 0, got {args.display_min}")
     if not args.no_display:
         why = display_unavailable()
         if why:
@@ -372,9 +374,19 @@ def _check_args(args: argparse.Namespace) -> tuple[int, int] | None:
     if args.camera_size is None:
         return None
     m = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", args.camera_size)
-    if not m or int(m.group(1)) < 1 or int(m.group(2)) < 1:
-        raise UsageError(f"--camera-size must be WIDTHxHEIGHT, e.g. 1280x720, got {args.camera_size!r}")
+    if not m or not (1 <= int(m.group(1)) <= MAX_SIDE and 1 <= int(m.group(2)) <= MAX_SIDE):
+        raise UsageError(f"--camera-size must be WIDTHxHEIGHT, each side 1..{MAX_SIDE}, e.g. 1280x720, "
+                         f"got {args.camera_size!r}")
     return int(m.group(1)), int(m.group(2))
+
+
+def _check_outputs(args: argparse.Namespace, camera_file: str | None) -> None:
+    mic_file = args.mic if args.mic is not None and Path(args.mic).is_file() else None
+    outputs = {"--record": args.record, "--json": args.json, "--summary-json": args.summary_json}
+    if not args.no_display:  # the s key saves snapshots there
+        outputs["--snapshot-dir"] = args.snapshot_dir
+    check_outputs(outputs, {"--camera": camera_file, "--mic": mic_file, "--model": model_input(args)},
+                  folders=("--snapshot-dir",))
 
 
 def _check_mic(spec: str | None) -> None:
@@ -424,14 +436,16 @@ def cmd_live(args: argparse.Namespace) -> int:
     camera_size = _check_args(args)
     from runtime.camera import CameraError, CameraSource, parse_camera_spec  # noqa: PLC0415
     from runtime.microphone import MicrophoneError, open_audio_source  # noqa: PLC0415
+    from runtime.scheduler import StopSignals  # noqa: PLC0415
 
     from .audio import AudioError  # noqa: PLC0415
 
     try:
-        parse_camera_spec(args.camera)  # a missing file or device fails here, before the model loads
+        spec = parse_camera_spec(args.camera)  # a missing file or device fails here, before the model loads
     except CameraError as exc:
         raise UsageError(str(exc)) from None
     _check_mic(args.mic)
+    _check_outputs(args, str(spec.target) if spec.kind == "file" else None)
     for name in ("in_view_threshold", "box_tau"):
         value = getattr(args, name)
         if value is not None and not 0.0 <= value <= 1.0:
@@ -440,28 +454,32 @@ def cmd_live(args: argparse.Namespace) -> int:
                          box_tau=args.box_tau, box_method=args.box_method)
     camera = mic = None
     window = None if args.no_display else LiveWindow(snapshot_dir=args.snapshot_dir)
-    try:
-        # Camera and microphone are opened together: a video file and an audio file start playing
-        # when opened, so this keeps them in sync.
+    # From here on Ctrl-C / SIGTERM is a stop request; later ones are ignored until the recording,
+    # the JSON lines and the summary are complete and every device thread has been joined.
+    with StopSignals(note=b"live: stopping: finishing the recording, JSON lines and summary first "
+                          b"(Ctrl-C again is ignored)\n", linger=True) as signals:
         try:
-            w_h = dict(width=camera_size[0], height=camera_size[1]) if camera_size else {}
-            t_open = time.monotonic()
-            camera = CameraSource(args.camera, **w_h)
-            mic = open_audio_source(args.mic)
-        except (CameraError, MicrophoneError, AudioError) as exc:
-            raise UsageError(str(exc)) from None
-        return _run(args, loc, camera, mic, window, t_open)
-    finally:
-        for src in (camera, mic):
-            if src is not None:
-                with contextlib.suppress(Exception):
-                    src.close()
-        if window is not None:
-            window.close()
+            # Camera and microphone are opened together: a video file and an audio file start playing
+            # when opened, so this keeps them in sync.
+            try:
+                w_h = dict(width=camera_size[0], height=camera_size[1]) if camera_size else {}
+                t_open = time.monotonic()
+                camera = CameraSource(args.camera, **w_h)
+                mic = open_audio_source(args.mic)
+            except (CameraError, MicrophoneError, AudioError) as exc:
+                raise UsageError(str(exc)) from None
+            return _run(args, loc, camera, mic, window, t_open, signals)
+        finally:
+            for src in (camera, mic):
+                if src is not None:
+                    with contextlib.suppress(Exception):
+                        src.close()
+            if window is not None:
+                window.close()
 
 
 def _run(args: argparse.Namespace, loc: Any, camera: Any, mic: Any, window: LiveWindow | None,
-         t_open: float) -> int:
+         t_open: float, signals: Any) -> int:
     from runtime.camera import CameraError  # noqa: PLC0415
     from runtime.microphone import MicrophoneError  # noqa: PLC0415
     from runtime.scheduler import LiveLoop  # noqa: PLC0415
@@ -532,7 +550,7 @@ def _run(args: argparse.Namespace, loc: Any, camera: Any, mic: Any, window: Live
 
     loop = LiveLoop(camera, mic, encode, infer, finish_frame=finish, workers=args.workers, hop=args.hop,
                     max_frames=args.max_frames, recorder=args.record, display=window, audio_worker=args.audio_worker,
-                    close_sources=True)
+                    close_sources=True, stop=signals.event, handle_signals=False)
     failure: BaseException | None = None
     with contextlib.ExitStack() as stack:
         if args.json:
@@ -540,12 +558,21 @@ def _run(args: argparse.Namespace, loc: Any, camera: Any, mic: Any, window: Live
         try:
             res = loop.run()
             reason, recording = res.reason, res.recording
+            if reason == "stopped" and signals.signum is not None:
+                reason = "interrupted"
         except (CameraError, MicrophoneError) as exc:  # a device that failed mid-run: the loop has cleaned up already
             failure, reason = exc, "device_failed"
             rec = loop.recorder
             recording = rec.path if rec is not None and rec.path.is_file() else None
     st = loop.stats()
     frames = len(ready_times)
+    warnings = []
+    expected = getattr(camera, "frame_count", None)
+    if reason == "camera_ended" and expected and camera.frames_read < expected - 1:
+        warnings.append(f"{camera.spec.label} looks truncated: {camera.frames_read} frames read, {expected} "
+                        "expected from its header")
+    for w in warnings:
+        print(f"warning: {w}", file=sys.stderr, flush=True)
     span = ready_times[-1] - ready_times[0] if frames > 1 else 0.0
     rec = loop.recorder
     summary = {
@@ -563,6 +590,7 @@ def _run(args: argparse.Namespace, loc: Any, camera: Any, mic: Any, window: Live
         "recording_frames": rec.frames if rec is not None and recording else None,
         "recording_repeated": rec.frames_repeated if rec is not None and recording else None,
         "snapshots": [str(p) for p in window.snapshots] if window is not None else [],
+        "warnings": warnings,
     }
     if args.summary_json:
         _write_json(args.summary_json, summary)

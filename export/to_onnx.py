@@ -53,7 +53,8 @@ from avsl_edge.metrics import ClusterMatch
 from avsl_edge.preprocess import IMAGENET_MEAN, IMAGENET_STD, preprocess_frame
 from avsl_edge.backends import CPU_EP, OnnxRuntimeBackend
 from avsl_edge.bundle_eval import evaluate_bundle
-from avsl_edge.fileio import atomic_dir
+from avsl_edge.fileio import atomic_dir, check_outputs
+from avsl_edge.options import int_in, thread_count
 from export import quantize
 from export.calibrate import calibrate_bundle
 from training.checkpoint import CheckpointError, load_checkpoint
@@ -492,10 +493,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="AV-COCO folder to score every variant on (default: --calibration-data, "
                         "else <run>/data/test when present)")
     p.add_argument("--variants", default="fp16,int8,int8-cpu", help="comma-separated precision variants besides fp32")
-    p.add_argument("--calibration-size", type=int, default=32, help="calibration images (default 32)")
+    p.add_argument("--calibration-size", type=int_in(1, 10_000), default=32, help="calibration images (default 32)")
     p.add_argument("--calibration-method", choices=quantize.CALIBRATION_METHODS, default="minmax")
     p.add_argument("--no-eval", action="store_true", help="do not score the variants")
-    p.add_argument("--threads", type=int, default=0, help="ONNX Runtime CPU threads (0 = its default)")
+    p.add_argument("--threads", type=thread_count, default=0,
+                   help="ONNX Runtime CPU threads (0 = its default; at most 4 per core)")
     p.add_argument("--max-fpr", type=float, default=0.02, metavar="F",
                    help="the in-view rule's calibration bound: the largest share of off-screen scenes it may "
                         "light (default 0.02; the manifest lists the other operating points)")
@@ -507,6 +509,8 @@ def main(argv: list[str] | None = None) -> int:
         eval_data = ckpt.parent / "data" / "test"
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     try:
+        check_outputs({"--out": out}, {"--checkpoint": ckpt, "--calibration-data": args.calibration_data,
+                                       "--eval-data": eval_data}, replaced=("--out",))
         export_run(ckpt, out, args.calibration_data, eval_data=eval_data, variants=variants,
                    calibration_size=args.calibration_size, calibration_method=args.calibration_method,
                    evaluate=not args.no_eval, threads=args.threads, max_fpr=args.max_fpr)

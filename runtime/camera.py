@@ -10,9 +10,10 @@ a queue and latency stays bounded. A video file is paced at its own frame rate (
 same semantics as a camera) or, with ``realtime=False``, handed over frame by frame with no drops
 as fast as the consumer takes them (offline processing).
 
-Errors: :class:`CameraError` when the source cannot be opened or stops delivering frames for
-``stall_timeout`` seconds; :class:`CameraEnded` (an ``EOFError``, not a ``CameraError``) when a
-video file has been read to its end. Torch-free: OpenCV only.
+Errors: :class:`CameraError` when the source cannot be opened, stops delivering frames for
+``stall_timeout`` seconds, or is a video file that fails to decode with frames after the failure
+(damaged mid-way); :class:`CameraEnded` (an ``EOFError``, not a ``CameraError``) when a video file
+has been read to its end (``frames_read`` below ``frame_count``: the file was cut short). Torch-free: OpenCV only.
 """
 
 from __future__ import annotations
@@ -244,6 +245,12 @@ class CameraSource:
                 now = time.monotonic()
                 if not ok or bgr is None:
                     if self.is_file:
+                        if self._decodes_past_failure(cap):
+                            self._fail(CameraError(
+                                f"{self.spec.label}: decoding failed at frame {self.frames_read}"
+                                + (f" of {self.frame_count}" if self.frame_count else "")
+                                + " and frames follow it: the file is damaged"))
+                            return
                         with self._cond:
                             self._ended = True
                             self._cond.notify_all()
@@ -277,6 +284,16 @@ class CameraSource:
             self._fail(CameraError(f"{self.spec.label}: capture failed ({exc})"))
         finally:
             cap.release()
+
+    @staticmethod
+    def _decodes_past_failure(cap: cv2.VideoCapture, tries: int = 8) -> bool:
+        """After a failed read of a file: True when one of the next ``tries`` reads gives a frame
+        (damage inside the file, not its end; a cut-off file reads nothing more)."""
+        for _ in range(tries):
+            ok, bgr = cap.read()
+            if ok and bgr is not None:
+                return True
+        return False
 
     def _publish(self, frame: Frame) -> None:
         with self._cond:
@@ -341,9 +358,10 @@ class CameraSource:
         with self._cond:
             return self._ended and not self._fresh
 
-    def close(self, timeout: float = 2.0) -> None:
+    def close(self, timeout: float = 10.0) -> None:
         """Stop the reader and release the device (idempotent). The reader thread releases the
-        capture itself, so a read blocked in the driver never races with the release."""
+        capture itself, so a read blocked in the driver never races with the release; waiting for
+        it means no native capture thread outlives the program (that aborts at exit)."""
         with self._cond:
             self._closed = True
             self._stop.set()

@@ -22,8 +22,9 @@ Scheduling:
 
 Exit paths (all close the sources, stop the threads and finalise the recording): ``max_frames``
 reached, the camera file ended, ``stop`` set, SIGINT/SIGTERM (handled as a stop request when run
-on the main thread; a second Ctrl-C interrupts at once), the display callback returning False,
-or an error (re-raised after the clean-up). Torch-free: the model is whatever the callables are.
+on the main thread, see :class:`StopSignals`: later ones are ignored, so a second Ctrl-C never cuts
+the finalising of the recording short), the display callback returning False, or an error
+(re-raised after the clean-up). Torch-free: the model is whatever the callables are.
 """
 
 from __future__ import annotations
@@ -132,6 +133,51 @@ class HopSchedule:
         if self.next <= t:  # fell behind: restart the grid from now
             self.next = t + self.hop
         return True
+
+
+class StopSignals:
+    """``with StopSignals(event):`` the first SIGINT or SIGTERM sets ``event`` (a stop request)
+    and is remembered in ``signum``; every later one is ignored (with a one-line note) until the
+    block ends, so the clean-up it asked for (closing devices, finalising a recording, writing
+    the summary) runs to the end however often Ctrl-C is pressed. Ctrl-\\ (SIGQUIT) still kills.
+    ``linger``: once stopped by a signal, keep ignoring these signals after the block too (for a
+    program that exits right after it: a late Ctrl-C would otherwise replace its exit code).
+    Off the main thread (where Python cannot install handlers) it does nothing."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self, event: threading.Event | None = None,
+                 note: bytes = b"stopping: finishing the outputs first (Ctrl-C again is ignored)\n",
+                 linger: bool = False):
+        self.event = event if event is not None else threading.Event()
+        self.note = note
+        self.linger = linger
+        self.signum: int | None = None
+        self.repeats = 0
+        self._old: dict = {}
+
+    def _on_signal(self, signum: int, _frame: Any) -> None:
+        if self.signum is None:
+            self.signum = signum
+            self.event.set()
+            return
+        self.repeats += 1
+        if self.repeats == 1 and self.note:
+            try:
+                os.write(2, self.note)  # not print(): a handler may run in the middle of a write to stderr
+            except OSError:
+                pass
+
+    def __enter__(self) -> "StopSignals":
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.SIGNALS:
+                self._old[sig] = signal.signal(sig, self._on_signal)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self._old.items():
+            signal.signal(sig, signal.SIG_IGN if self.linger and self.signum is not None else handler)
+        self._old = {}
 
 
 @dataclass(frozen=True)
@@ -259,7 +305,6 @@ class LiveLoop:
         self._state_t_end = 0.0
         self._threads: list[threading.Thread] = []
         self._halt = threading.Event()  # stops the helper threads
-        self._signalled: int | None = None
         self.audio_ended = False
         self._ran = False
 
@@ -332,20 +377,6 @@ class LiveLoop:
 
     # ------------------------------------------------------------------------------------ running
 
-    def _install_signals(self) -> dict:
-        if not self.handle_signals or threading.current_thread() is not threading.main_thread():
-            return {}
-        old = {}
-
-        def on_signal(signum, _frame):
-            if self._signalled is not None and signum == signal.SIGINT:
-                raise KeyboardInterrupt  # the second Ctrl-C: stop waiting for a clean exit
-            self._signalled = signum
-            self.stop.set()
-
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            old[sig] = signal.signal(sig, on_signal)
-        return old
 
     def _open_recorder(self) -> None:
         spec = self._recorder_spec
@@ -372,7 +403,9 @@ class LiveLoop:
         if self._ran:
             raise RuntimeError("a LiveLoop runs once (its sources are closed afterwards); make a new one")
         self._ran = True
-        old_handlers = self._install_signals()
+        signals = StopSignals(self.stop) if self.handle_signals else None
+        if signals is not None:
+            signals.__enter__()
         reason = "stopped"
         failed = False
         try:
@@ -389,7 +422,7 @@ class LiveLoop:
             try:
                 while True:
                     if self.stop.is_set():
-                        reason = "interrupted" if self._signalled is not None else "stopped"
+                        reason = "interrupted" if signals is not None and signals.signum is not None else "stopped"
                         break
                     self._raise_errors()
                     if inflight and (len(inflight) >= self.workers or inflight[0][3].done()
@@ -428,9 +461,11 @@ class LiveLoop:
             failed = True
             raise
         finally:
-            recording = self._shutdown(failed)
-            for sig, handler in old_handlers.items():
-                signal.signal(sig, handler)
+            try:
+                recording = self._shutdown(failed)
+            finally:
+                if signals is not None:
+                    signals.__exit__(None, None, None)
         return LiveResult(reason, self.frames, self.stats(), recording)
 
     def _handle(self, frame: Frame, state_t_end: float, started: float, done: Future) -> str | None:

@@ -121,7 +121,7 @@ def test_info(smoke_bundle, capsys):
     (["run", "{video}", "--out", "o.mp4", "--hop", "0"], "--hop must be > 0"),
     (["eval", "--data", "nowhere"], "nowhere"),
     (["eval", "--model", "nowhere", "--data", "nowhere"], "nowhere"),
-    (["bench", "--size", "big"], "--size must be WIDTHxHEIGHT"),
+    (["bench", "--size", "big"], "--size: must be WIDTHxHEIGHT"),
     (["bench", "--backend", "tensorrt", "--providers", "CPUExecutionProvider"], "--providers applies"),
     (["bench", "--providers", "FooExecutionProvider"], "not available"),
     (["info", "--model", "nowhere"], "no such bundle folder"),

@@ -23,6 +23,7 @@ from avsl_edge.avcoco import AVCoco, AVCocoError, load_avcoco, read_clip, read_f
 from avsl_edge.audio import fit_clip
 from avsl_edge.errors import UserError
 from avsl_edge.evaluation import EvalSettings, Prediction, score, write_report
+from avsl_edge.fileio import check_outputs
 from avsl_edge.metrics import ClusterMatch, Thresholds
 from avsl_edge.preprocess import preprocess_frame
 from training.checkpoint import CheckpointError, load_checkpoint
@@ -110,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     ckpt = args.checkpoint / "model.pt" if args.checkpoint.is_dir() else args.checkpoint
     try:
+        check_outputs({"--json": args.json, "--markdown": args.markdown},
+                      {"--checkpoint": ckpt, "--data": args.data})
         overrides = {f: getattr(args, f) for f in EvalConfig.__dataclass_fields__ if getattr(args, f) is not None}
         table = evaluate(ckpt, args.data, device=args.device, overrides=overrides)
     except UserError as exc:
