@@ -1,5 +1,6 @@
-"""Atomic file writing: write to a temporary sibling, then rename, so a crash never leaves a
-half-written file under the final name."""
+"""Atomic file writing (write to a temporary sibling, then rename, so a crash never leaves a
+half-written file under the final name), and the one check that a path an index file names stays
+inside its folder (:func:`confined`)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 
 def temp_sibling(path: Path) -> Path:
@@ -65,3 +66,26 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def confined(root: str | os.PathLike, rel: Any, where: str, error: type[Exception] = ValueError,
+             folder: str = "folder") -> Path:
+    """``root / rel`` for a path that an index file (a bundle manifest, an AV-COCO annotation file)
+    names, else ``error``. The path must be a non-empty relative string without ``..`` and, with
+    every symlink resolved, stay inside ``root``: a hostile index can then neither read nor probe
+    a file outside its folder. The message names the entry and the path as written, never what it
+    resolves to (so it tells nothing about a file outside: whether it exists, its size, its hash)."""
+    if not isinstance(rel, str) or not rel or "\0" in rel:
+        raise error(f"{where}: path must be a non-empty string, got {rel!r}")
+    p = Path(rel)
+    root = Path(root)
+    leaves = error(f"{where}: path {rel!r} leaves the {folder} {root}")
+    if p.is_absolute() or ".." in p.parts or not p.parts:
+        raise leaves
+    try:
+        resolved, top = (root / p).resolve(), root.resolve()
+    except (OSError, RuntimeError, ValueError):  # a symlink loop, an unreadable folder: treated as leaving
+        raise leaves from None
+    if resolved == top or not resolved.is_relative_to(top):
+        raise leaves
+    return root / p
