@@ -261,9 +261,15 @@ class Manifest:
 
 MAX_MANIFEST_BYTES = 64 << 20  # an export writes tens of KB; far more is not a manifest
 MAX_MANIFEST_DEPTH = 32        # an export nests about 8 deep; the limit keeps json and asdict off Python's recursion limit
-FEATURE_STRIDE = 16            # the image graph's output stride: h = w = image_size / 16
+FEATURE_STRIDE = 16            # the image graph's output stride: h = w = ceil(image_size / 16)
 PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def feature_size(image_size: int) -> int:
+    """The image graph's feature map side for square frames of ``image_size``: ceil(S / 16) (ResNet-18
+    with a stride-1 layer4; every stride-2 layer rounds up)."""
+    return -(-image_size // FEATURE_STRIDE)
 
 
 def _show(v: Any) -> str:
@@ -444,10 +450,7 @@ class _ManifestReader:
         from .preprocess import IMAGENET_MEAN, IMAGENET_STD  # noqa: PLC0415
 
         d = self.obj(v, "preprocessing", [f.name for f in fields(Preprocessing)], ["image_size", "mean", "std"])
-        size = self.integer(d["image_size"], "preprocessing.image_size", lo=FEATURE_STRIDE)
-        if size % FEATURE_STRIDE:
-            raise self.error("preprocessing.image_size", f"{size} is not a multiple of {FEATURE_STRIDE} "
-                             "(the image graph's output stride)")
+        self.integer(d["image_size"], "preprocessing.image_size", lo=FEATURE_STRIDE)
         # the edge runtime implements one preprocessing; a manifest describing another would be ignored
         for name, want in (("mean", IMAGENET_MEAN), ("std", IMAGENET_STD)):
             got = [self.number(x, f"preprocessing.{name}[{i}]")
@@ -518,7 +521,7 @@ class _ManifestReader:
         # every fixed size follows from the manifest's own numbers: check them against each other
         a_emb = out[AUDIO].outputs[0].shape
         embed = a_emb[1] if len(a_emb) == 2 and isinstance(a_emb[1], int) else -1
-        hw = pre.image_size // FEATURE_STRIDE
+        hw = feature_size(pre.image_size)
         want = graph_specs(k, pre.image_size, (hw, hw), embed, features, pre.clip_samples)
         for g in GRAPHS:
             for kind in ("inputs", "outputs"):
@@ -555,7 +558,7 @@ class _ManifestReader:
 
     def model(self, v: Any, k: int, pre: Preprocessing) -> dict[str, Any]:
         d = self.obj(v, "model")
-        hw = pre.image_size // FEATURE_STRIDE
+        hw = feature_size(pre.image_size)
         for name, want in (("image_size", pre.image_size), ("num_clusters", k), ("feature_hw", [hw, hw])):
             if name in d and d[name] != want or isinstance(d.get(name), bool):
                 raise self.error(f"model.{name}", f"{_show(d[name])}, but the graphs say {want}")
