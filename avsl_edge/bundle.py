@@ -42,6 +42,7 @@ import json
 import math
 import os
 import re
+from collections import Counter
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -383,7 +384,9 @@ class _ManifestReader:
                  ["classes", "num_clusters", "dictionary", "cluster_match", "preprocessing", "postprocessing",
                   "graphs", "variants", "files"])
         classes = self.classes(d["classes"])
-        k = self.integer(d["num_clusters"], "num_clusters", lo=len(classes))  # every class has >= 1 cluster
+        k = self.integer(d["num_clusters"], "num_clusters", lo=1)
+        if k < len(classes):
+            raise self.error("num_clusters", f"{k}, but each of the {len(classes)} classes needs at least one cluster")
         dictionary = self.dictionary(d["dictionary"], k)
         cluster_match = self.cluster_match(d["cluster_match"], len(classes), k)
         pre = self.preprocessing(d["preprocessing"])
@@ -409,7 +412,7 @@ class _ManifestReader:
             raise self.error("classes", "must name at least one class")
         for i, c in enumerate(names):
             self.string(c, f"classes[{i}]", empty=False)
-        dup = sorted({c for c in names if names.count(c) > 1})
+        dup = sorted(c for c, n in Counter(names).items() if n > 1)
         if dup:
             raise self.error("classes", f"names {dup} more than once")
         return tuple(names)
@@ -676,10 +679,13 @@ def read_manifest(root: str | os.PathLike) -> Manifest:
     try:
         with open(path, "rb") as f:
             data = f.read(MAX_MANIFEST_BYTES + 1)
-        if len(data) > MAX_MANIFEST_BYTES:
-            raise BundleError(f"{path}: larger than {MAX_MANIFEST_BYTES >> 20} MiB: not a manifest")
+    except OSError as exc:
+        raise BundleError(f"{path}: unreadable manifest ({exc})") from None
+    if len(data) > MAX_MANIFEST_BYTES:
+        raise BundleError(f"{path}: larger than {MAX_MANIFEST_BYTES >> 20} MiB: not a manifest")
+    try:
         doc = json.loads(data.decode("utf-8"), object_pairs_hook=_no_duplicate_keys)
-    except (OSError, UnicodeDecodeError, ValueError) as exc:  # json errors and too long numbers are ValueErrors
+    except ValueError as exc:  # bad UTF-8, bad JSON, a number too long for Python: all ValueErrors
         raise BundleError(f"{path}: unreadable manifest ({exc})") from None
     except RecursionError:
         raise BundleError(f"{path}: unreadable manifest (nested too deeply)") from None
@@ -761,7 +767,8 @@ def read_dictionary(root: str | os.PathLike, manifest: Manifest) -> np.ndarray:
     try:
         mapped = np.load(path, mmap_mode="r", allow_pickle=False)  # the header only, until copied
     except (OSError, ValueError, EOFError) as exc:
-        raise BundleError(f"{path}: unreadable dictionary ({exc})") from None
+        why = "it holds pickled objects, which a bundle never loads" if "pickle" in str(exc) else str(exc)
+        raise BundleError(f"{path}: unreadable dictionary ({why})") from None
     if not isinstance(mapped, np.ndarray):
         raise BundleError(f"{path}: unreadable dictionary (not a single .npy array)")
     if mapped.dtype != np.float32 or mapped.shape != want:

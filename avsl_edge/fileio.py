@@ -76,7 +76,7 @@ def confined(root: str | os.PathLike, rel: Any, where: str, error: type[Exceptio
     a file outside its folder. The message names the entry and the path as written, never what it
     resolves to (so it tells nothing about a file outside: whether it exists, its size, its hash)."""
     if not isinstance(rel, str) or not rel or "\0" in rel:
-        raise error(f"{where}: path must be a non-empty string, got {rel!r}")
+        raise error(f"{where}: path must be a non-empty string without NUL characters, got {rel!r}")
     p = Path(rel)
     root = Path(root)
     leaves = error(f"{where}: path {rel!r} leaves the {folder} {root}")
