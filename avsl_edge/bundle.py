@@ -2,6 +2,10 @@
 
 Written by ``python export/to_onnx.py`` (and ``export/to_tensorrt.py`` for engines); read by the
 edge runtime with :func:`load_bundle`, which needs neither torch nor onnx: numpy and json only.
+A bundle may come from anyone: every entry of its manifest is checked in one pass when it is parsed
+(:meth:`Manifest.from_dict`), and every path it names must stay inside the bundle folder with its
+symlinks resolved (:func:`bundle_path`), so a hostile bundle can neither run a graph from elsewhere
+nor learn anything about a file outside.
 
     bundle = load_bundle("runs/cpu/bundle")        # verifies format version + every sha256
     bundle.graph_path("image", "int8")             # Path to the int8 image graph
@@ -93,20 +97,11 @@ class TensorSpec:
     shape: tuple[int | str, ...]  # ints, or BATCH for the dynamic batch dimension
     dtype: str = "float32"
 
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "TensorSpec":
-        return cls(str(d["name"]), tuple(d["shape"]), str(d.get("dtype", "float32")))
-
 
 @dataclass(frozen=True)
 class GraphSpec:
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "GraphSpec":
-        return cls(tuple(TensorSpec.from_dict(t) for t in d["inputs"]),
-                   tuple(TensorSpec.from_dict(t) for t in d["outputs"]))
 
 
 @dataclass(frozen=True)
@@ -114,21 +109,12 @@ class GraphFile:
     file: str        # path relative to the bundle root
     precision: str   # fp32 | fp16 | int8 (int8-cpu files too): what the file computes in (its IO is always fp32)
 
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "GraphFile":
-        return cls(str(d["file"]), str(d["precision"]))
-
 
 @dataclass(frozen=True)
 class Variant:
     graphs: dict[str, GraphFile]
     description: str = ""
     report: dict[str, Any] = field(default_factory=dict)  # errors vs fp32, CPU timings, evaluation
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "Variant":
-        return cls({g: GraphFile.from_dict(f) for g, f in d["graphs"].items()},
-                   str(d.get("description", "")), dict(d.get("report") or {}))
 
 
 @dataclass(frozen=True)
@@ -145,12 +131,6 @@ class Preprocessing:
     sample_rate: int = 16000
     clip_samples: int = 16000
     clip_fit: str = "mono float32 in [-1, 1]; the last clip_samples samples, zero-padded at the start"
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "Preprocessing":
-        d = dict(d)
-        d["mean"], d["std"] = tuple(d["mean"]), tuple(d["std"])
-        return cls(**d)
 
 
 @dataclass(frozen=True)
@@ -169,10 +149,6 @@ class Postprocessing:
     box_tau: float = 0.5                    # box: av map > box_tau x its max in the class's part (calibrated)
     box_method: str | None = None           # map | grabcut: how the box is cut (calibrated; None: map)
     calibration: dict[str, Any] = field(default_factory=dict)  # how the values above were fitted
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "Postprocessing":
-        return cls(**d)
 
 
 @dataclass(frozen=True)
@@ -193,14 +169,6 @@ class EngineRecord:
     compute_capability: str    # "8.7", "9.0", ...
     tensorrt_version: str
     created: str = ""
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "EngineRecord":
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ValueError(f"unknown engine record keys {unknown}")
-        return cls(**d)
 
 
 @dataclass
@@ -472,7 +440,7 @@ class _ManifestReader:
             if self.integer(d.get(name, want), f"preprocessing.{name}") != want:
                 raise self.error(f"preprocessing.{name}", f"{d[name]}, but avsl-edge feeds the audio graph "
                                  f"{CLIP_SAMPLES} samples at {SAMPLE_RATE} Hz")
-        return Preprocessing.from_dict(d)
+        return Preprocessing(**{**d, "mean": tuple(d["mean"]), "std": tuple(d["std"])})
 
     def postprocessing(self, v: Any) -> Postprocessing:
         from .localizer import Rules  # noqa: PLC0415 - the one place that knows the rules' ranges
@@ -491,7 +459,7 @@ class _ManifestReader:
             if d.get(name) is not None:
                 self.string(d[name], at + name)
         self.obj(d.get("calibration", {}), at + "calibration")
-        p = Postprocessing.from_dict(d)
+        p = Postprocessing(**d)
         try:
             Rules.from_postprocessing(p)
         except ValueError as exc:

@@ -151,7 +151,7 @@ def test_a_files_entry_outside_the_bundle_is_never_hashed_nor_probed(bundle, sec
         assert f"files[{target!r}]: path {target!r} leaves the bundle folder" in msg
         assert not [p for p in seen if not p.startswith(str(bundle.resolve()))]
         messages.append(msg.replace(target, "TARGET"))
-        edit(bundle, lambda m: m["files"].pop(target))
+        edit(bundle, lambda m, target=target: m["files"].pop(target))
     assert sha256(secret)[:16] not in "".join(messages) and str(secret.stat().st_size) not in messages[0]
     assert len(set(messages)) == 1
 
