@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from avsl_edge.bundle import BundleError, load_bundle
 
-SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 _opened: list[str] | None = None
 
