@@ -26,7 +26,7 @@ import numpy as np
 
 from .errors import UserError
 from .audio import SAMPLE_RATE, AudioError, load_audio
-from .fileio import atomic_path
+from .fileio import atomic_path, confined
 
 FORMAT_VERSION = "1.0"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -98,14 +98,7 @@ class AVCoco:
 
 
 def _inside(root: Path, rel: Any, where: str) -> str:
-    if not isinstance(rel, str) or not rel:
-        raise AVCocoError(f"{where}: path must be a non-empty string, got {rel!r}")
-    p = Path(rel)
-    if p.is_absolute() or ".." in p.parts:
-        raise AVCocoError(f"{where}: path {rel!r} leaves the data folder {root}")
-    resolved = (root / p).resolve()
-    if not resolved.is_relative_to(root.resolve()):
-        raise AVCocoError(f"{where}: path {rel!r} leaves the data folder {root}")
+    confined(root, rel, where, AVCocoError, "data folder")
     return rel
 
 

@@ -1,7 +1,8 @@
-"""Atomic file writing: write to a temporary sibling, then rename, so a crash never leaves a
-half-written file under the final name; and :func:`check_outputs`, the one guard every command
-runs on its output paths before it starts (no output may replace an input or another output, and
-each must be writable)."""
+"""Atomic file writing (write to a temporary sibling, then rename, so a crash never leaves a
+half-written file under the final name); :func:`check_outputs`, the one guard every command runs on
+its output paths before it starts (no output may replace an input or another output, and each must
+be writable); and :func:`confined`, the one check that a path an index file (a bundle manifest, an
+AV-COCO annotations file) names stays inside its folder."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import shutil
 import tempfile
 from pathlib import Path
 from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
 
 from .errors import OutputExistsError, UserError
 
@@ -157,3 +159,26 @@ def check_outputs(outputs: Mapping[str, PathArg], inputs: Mapping[str, PathArg] 
         why = writable_problem(path, folder=name in folders)
         if why:
             raise OutputPathError(f"{name} {path}: {why}")
+
+
+def confined(root: str | os.PathLike, rel: Any, where: str, error: type[Exception] = ValueError,
+             folder: str = "folder") -> Path:
+    """``root / rel`` for a path that an index file (a bundle manifest, an AV-COCO annotation file)
+    names, else ``error``. The path must be a non-empty relative string without ``..`` and, with
+    every symlink resolved, stay inside ``root``: a hostile index can then neither read nor probe
+    a file outside its folder. The message names the entry and the path as written, never what it
+    resolves to (so it tells nothing about a file outside: whether it exists, its size, its hash)."""
+    if not isinstance(rel, str) or not rel or "\0" in rel:
+        raise error(f"{where}: path must be a non-empty string without NUL characters, got {rel!r}")
+    p = Path(rel)
+    root = Path(root)
+    leaves = error(f"{where}: path {rel!r} leaves the {folder} {root}")
+    if p.is_absolute() or ".." in p.parts or not p.parts:
+        raise leaves
+    try:
+        resolved, top = (root / p).resolve(), root.resolve()
+    except (OSError, RuntimeError, ValueError):  # a symlink loop, an unreadable folder: treated as leaving
+        raise leaves from None
+    if resolved == top or not resolved.is_relative_to(top):
+        raise leaves
+    return root / p

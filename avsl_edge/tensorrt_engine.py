@@ -35,8 +35,8 @@ from types import ModuleType
 from typing import Any
 
 from .errors import UserError
-from .bundle import (ENGINE_DIR, GRAPHS, Bundle, BundleError, EngineRecord, load_bundle, read_manifest,
-                     sha256_file, write_manifest)
+from .bundle import (ENGINE_DIR, GRAPHS, Bundle, BundleError, EngineRecord, bundle_path, load_bundle,
+                     read_manifest, sha256_file, write_manifest)
 from .fileio import atomic_path
 
 SUPPORTED_MAJORS = (10, 11)
@@ -218,7 +218,7 @@ def load_engine(bundle: Bundle, graph: str, variant: str = "fp32", batch: int | 
     gpu = gpu or gpu_info()
     record = find_engine(bundle, graph, variant, gpu, trt.__version__, batch)
     runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
-    engine = runtime.deserialize_cuda_engine((bundle.root / record.file).read_bytes())
+    engine = runtime.deserialize_cuda_engine(bundle.path(record.file, f"engine {record.file!r}").read_bytes())
     if engine is None:
         raise EngineMismatchError(f"{bundle.root / record.file}: TensorRT {trt.__version__} could not deserialize "
                                   "the engine; rebuild it")
@@ -321,17 +321,20 @@ def build_bundle_engines(root: str | os.PathLike, variant: str = "fp32", options
     if variant not in bundle.manifest.variants:
         raise BundleError(f"{bundle.root}: has no {variant!r} variant (it has {sorted(bundle.manifest.variants)})")
     version = trt.__version__
-    cache = options.timing_cache or bundle.root / ENGINE_DIR / timing_cache_name(gpu, version)
+    # written into the bundle: confined like every bundle path (engines/ may not be a symlink out)
+    cache = options.timing_cache or bundle_path(bundle.root, f"{ENGINE_DIR}/{timing_cache_name(gpu, version)}",
+                                                "the timing cache")
     records = []
     for graph in graphs:
         gf = bundle.manifest.variants[variant].graphs[graph]
         name = engine_file_name(graph, gf.precision, options.batch_min, options.batch_max, gpu, version)
         log(f"[tensorrt] {graph} ({variant}, {gf.file}) -> {ENGINE_DIR}/{name}")
-        data = build_engine(trt, bundle.root / gf.file, options, Path(cache))
-        _atomic_write(bundle.root / ENGINE_DIR / name, data)
+        onnx_path = bundle.graph_path(graph, variant)
+        data = build_engine(trt, onnx_path, options, Path(cache))
+        _atomic_write(bundle_path(bundle.root, f"{ENGINE_DIR}/{name}", f"engine {name!r}"), data)
         record = EngineRecord(
             graph=graph, variant=variant, precision=gf.precision, file=f"{ENGINE_DIR}/{name}", onnx_file=gf.file,
-            onnx_sha256=sha256_file(bundle.root / gf.file), batch_min=options.batch_min,
+            onnx_sha256=sha256_file(onnx_path), batch_min=options.batch_min,
             batch_opt=options.batch_opt, batch_max=options.batch_max, gpu_name=gpu.name,
             compute_capability=gpu.compute_capability, tensorrt_version=version,
             created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))

@@ -5,6 +5,7 @@ corrupt or mismatched, default-model resolution and the backend choice. Torch-fr
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -268,7 +269,8 @@ def test_bad_audio_state_and_flags(loc):
 
 
 def _copy_bundle(src: Path, dst: Path, copy: tuple[str, ...] = ()) -> Path:
-    """Symlink every file of a bundle into ``dst`` except ``copy`` and the manifest (copied)."""
+    """Hard-link every file of a bundle into ``dst`` except ``copy`` and the manifest (copied, so
+    they can be edited). Not symlinks: a bundle refuses files that resolve outside its folder."""
     for p in src.rglob("*"):
         if p.is_file():
             q = dst / p.relative_to(src)
@@ -277,7 +279,10 @@ def _copy_bundle(src: Path, dst: Path, copy: tuple[str, ...] = ()) -> Path:
             if rel == "manifest.json" or rel in copy:
                 shutil.copy2(p, q)
             else:
-                q.symlink_to(p)
+                try:
+                    os.link(p, q)
+                except OSError:  # another file system
+                    shutil.copy2(p, q)
     return dst
 
 
@@ -302,11 +307,17 @@ def test_corrupt_and_mismatched_bundles(smoke_bundle, tmp_path):
     with pytest.raises(BundleError, match="format version 99"):
         avsl_edge.load(newer)
 
-    # a manifest that describes another image size than its graphs were exported for
+    # a manifest that describes another image size than its graphs were exported for (consistently:
+    # every feature map of its graphs grows with it, so only the graph files disagree)
     mismatched = _copy_bundle(smoke_bundle, tmp_path / "mismatched")
     m = json.loads((mismatched / "manifest.json").read_text())
     size = m["preprocessing"]["image_size"] * 2
-    m["preprocessing"]["image_size"] = size
+    m["preprocessing"]["image_size"] = m["model"]["image_size"] = size
+    m["model"]["feature_hw"] = [size // 16, size // 16]
+    for graph in m["graphs"].values():
+        for t in graph["inputs"] + graph["outputs"]:
+            if len(t["shape"]) == 4:
+                t["shape"][2:] = m["model"]["feature_hw"]
     m["graphs"]["image"]["inputs"][0]["shape"] = ["batch", 3, size, size]
     (mismatched / "manifest.json").write_text(json.dumps(m))
     with pytest.raises(BundleError, match="image.onnx: input 'image' has shape .* the bundle is mismatched"):
