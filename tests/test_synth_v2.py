@@ -57,6 +57,18 @@ def test_the_committed_pack_is_permissive_small_and_lists_every_file():
             assert f"`{rel}`" in listed, rel
 
 
+def test_the_training_config_selects_the_pack_and_its_hold_outs():
+    from training.banks import synth_config
+    from training.config import apply_overrides, check_config, preset
+
+    cfg = check_config(apply_overrides(preset("smoke"), {"data.pack": "v2", "data.hold_out_sounds": "sonic-pi"}))
+    train, test = synth_config(cfg.data, 96, "train"), synth_config(cfg.data, 224, "test")
+    assert (train.pack, train.hold_out_sounds, train.split_role) == ("v2", "sonic-pi", "train")
+    assert test.split_role == "eval" and synth_config(preset("cpu").data, 96, "val") == SynthConfig(image_size=96)
+    with pytest.raises(ValueError, match="need --data.pack v2"):
+        check_config(apply_overrides(preset("smoke"), {"data.hold_out_pictures": "noto"}))
+
+
 def test_v1_stays_the_default():
     assert SynthConfig().pack == "v1"
     assert type(SynthMusic()) is SynthMusic
@@ -134,6 +146,15 @@ def test_a_held_out_source_never_reaches_training_and_is_alone_in_evaluation(ass
             used = evaluate.scene(kind, seed).sources
             held = used["pictures"] if what == "pictures" else list(used["sounds"].values())
             assert held and set(held) == {source}, (kind, seed, used)
+
+
+def test_a_family_of_styles_is_held_out_together(assets):
+    fluent = "fluent-3d,fluent-color,fluent-flat,fluent-mono"
+    train = SynthMusic(replace(V2, hold_out_pictures=fluent), assets)
+    evaluate = SynthMusic(replace(V2, hold_out_pictures=fluent, split_role="eval"), assets)
+    for seed in range(8):
+        assert not any(p.startswith("fluent") for p in train.scene("duet", seed).sources["pictures"])
+        assert all(p.startswith("fluent") for p in evaluate.scene("duet", seed).sources["pictures"])
 
 
 def test_holding_out_a_source_that_lacks_classes_draws_only_the_classes_it_has(assets):

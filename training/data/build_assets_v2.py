@@ -315,7 +315,8 @@ def _icon_set(root: Path) -> dict:
 def _clutter_glyphs(source: NpmSource, root: Path, name: str, cp: int) -> str | None:
     """The glyph name of a clutter object in an art set."""
     if source.layout == "webp":
-        return f"{cp:x}" if (root / source.folder / f"{cp:x}.webp").is_file() else None
+        hits = [g for g in (f"{cp:x}", f"{cp:x}-fe0f") if (root / source.folder / f"{g}.webp").is_file()]
+        return hits[0] if hits else None
     icons = _icon_set(root)
     chars = root / "chars.json"
     if chars.is_file():

@@ -88,8 +88,8 @@ class SynthConfig:
     # --- asset pack: "v1" (one look and one GM program per class; the default) or "v2" (many
     # sources; training/data/synth_v2.py). The fields below apply to v2 only.
     pack: str = "v1"
-    hold_out_pictures: str | None = None  # a picture source id: never in "train", alone in "eval"
-    hold_out_sounds: str | None = None  # a sound source id: never in "train", alone in "eval"
+    hold_out_pictures: str | None = None  # picture source id(s), comma-separated: never in "train", alone in "eval"
+    hold_out_sounds: str | None = None  # sound source id(s), the same
     split_role: str = "train"  # "train" or "eval" (validation/test): which side of a hold-out
     solo_scale_v2: tuple[float, float] = (0.12, 0.75)  # small objects too
     pair_scale_v2: tuple[float, float] = (0.10, 0.50)
@@ -907,7 +907,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pack", choices=PACKS, default="v1",
                    help="asset pack: v1 (one look and sound per class, the default) or v2 (many sources)")
     p.add_argument("--hold-out-pictures", metavar="SOURCE", default=None,
-                   help="v2: write --out/train without this picture source and --out/val, --out/test with it alone")
+                   help="v2: write --out/train without this picture source (or comma-separated sources) and --out/val, --out/test with it alone")
     p.add_argument("--hold-out-sounds", metavar="SOURCE", default=None,
                    help="v2: the same for a sound source")
     p.add_argument("--n-eval", type=int, default=None,

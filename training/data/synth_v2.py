@@ -12,8 +12,9 @@ same bytes), plus:
 - photographs as backgrounds beside the procedural ones; whole-frame blur, JPEG and sensor noise;
 - audio: one sound source per heard class and scene, tempo and level variation, synthesised
   room reverberation, several noise types at an SNR that keeps every heard class audible;
-- hold-outs: ``hold_out_pictures`` / ``hold_out_sounds`` name a source that a ``split_role="train"``
-  generator never uses and that an ``"eval"`` generator uses alone.
+- hold-outs: ``hold_out_pictures`` / ``hold_out_sounds`` name a source (or several, comma-separated:
+  the four Fluent styles share one design) that a ``split_role="train"`` generator never uses and
+  that an ``"eval"`` generator uses alone.
 
 ``Scene.sources`` says which sources a scene used; ``write_split`` stores it in AV-COCO extra keys.
 """
@@ -51,10 +52,16 @@ class HoldOutError(ValueError):
     """A hold-out names a source the pack lacks, or leaves no class to draw."""
 
 
-def _filtered(items, source: str | None, role: str):
-    if source is None:
+def held_out(spec: str | None) -> frozenset[str]:
+    """The source ids of a hold-out: one id or several, comma-separated (a family of styles)."""
+    return frozenset(s.strip() for s in (spec or "").split(",") if s.strip())
+
+
+def _filtered(items, spec: str | None, role: str):
+    held = held_out(spec)
+    if not held:
         return tuple(items)
-    keep = (lambda s: s != source) if role == "train" else (lambda s: s == source)
+    keep = (lambda s: s not in held) if role == "train" else (lambda s: s in held)
     return tuple(x for x in items if keep(x.source))
 
 
@@ -69,9 +76,10 @@ class SynthMusicV2(SynthMusic):
             raise ValueError(f"asset pack {a.root} is at {a.sample_rate} Hz but the config asks for {config.sample_rate} Hz")
         for what, sid, kind in (("hold_out_pictures", config.hold_out_pictures, "picture"),
                                 ("hold_out_sounds", config.hold_out_sounds, "sound")):
-            if sid is not None and sid not in a.sources_of(kind):
-                raise HoldOutError(f"SynthConfig.{what}: unknown {kind} source {sid!r}; "
-                                   f"the pack has {', '.join(a.sources_of(kind))}")
+            for one in sorted(held_out(sid)):
+                if one not in a.sources_of(kind):
+                    raise HoldOutError(f"SynthConfig.{what}: unknown {kind} source {one!r}; "
+                                       f"the pack has {', '.join(a.sources_of(kind))}")
         role = config.split_role
         self._looks = {c: _filtered(b.looks, config.hold_out_pictures, role) for c, b in a.classes.items()}
         self._sounds = {c: _filtered(b.sounds, config.hold_out_sounds, role) for c, b in a.classes.items()}
