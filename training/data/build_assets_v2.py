@@ -511,8 +511,12 @@ def synth_voice(name: str, key: int, seconds: float, rng: np.random.Generator) -
         out += spectra[name](k) * np.sin(k * phase + rng.uniform(0, 2 * np.pi))
         if name == "accordion":  # two reeds, slightly detuned: beating
             out += spectra[name](k) * np.sin(k * phase * 1.004 + rng.uniform(0, 2 * np.pi))
-    breath = {"flute": 0.08, "saxophone": 0.03, "violin": 0.02}.get(name, 0.005)
-    out += breath * np.max(np.abs(out)) * rng.standard_normal(n)
+    # breath (bow) noise: low-passed, tens of dB under the tone (flute the breathiest)
+    from scipy.signal import lfilter
+
+    breath = {"flute": 0.06, "saxophone": 0.02, "violin": 0.015}.get(name, 0.004)
+    noise = lfilter([0.25], [1.0, -0.75], rng.standard_normal(n))
+    out += breath * float(np.sqrt(np.mean(out**2))) / float(np.sqrt(np.mean(noise**2))) * noise
     attack = {"flute": 0.06, "violin": 0.08, "horn": 0.05, "trumpet": 0.03, "saxophone": 0.04, "accordion": 0.05}[name]
     return out * _adsr(n, attack, 0.1, 0.8, 0.12)
 

@@ -223,9 +223,12 @@ class SynthMusicV2(SynthMusic):
             spec *= (np.maximum(f, 20.0) / 1000.0) ** (-rng.uniform(0.0, 2.0) / 2)
             x = np.fft.irfft(spec, n)
         elif kind == "hum":  # mains hum and its harmonics, with a little hiss
-            t = np.arange(n) / sr
             f0 = 50.0 if rng.random() < 0.5 else 60.0
-            x = sum(rng.uniform(0.2, 1.0) / k * np.sin(2 * np.pi * f0 * k * t + rng.uniform(0, 6.3)) for k in range(1, 8))
+            block = int(round(sr / f0 * (1 if f0 == 50.0 else 3)))  # a whole number of periods (16 kHz)
+            t = np.arange(block) / sr
+            k = np.arange(1, 8)[:, None]
+            amp, ph = rng.uniform(0.2, 1.0, (7, 1)) / k, rng.uniform(0, 6.3, (7, 1))
+            x = np.resize((amp * np.sin(2 * np.pi * f0 * k * t + ph)).sum(axis=0), n)
             x = x + 0.1 * rng.standard_normal(n)
         elif kind == "babble":  # speech-band noise with a syllable-rate envelope
             white = rng.standard_normal(n)
