@@ -99,6 +99,14 @@ def test_boxes_are_tight_to_the_transformed_alpha_and_inside_the_frame(assets, c
                 assert o.source in assets.classes[o.category].picture_sources
 
 
+def test_small_frames_keep_every_object_visible(assets):
+    small = SynthMusic(replace(V2, image_size=64), assets)  # 32 px mosaic tiles
+    for kind in KINDS:
+        for seed in range(25):
+            s = small.scene(kind, seed)
+            assert all(o.bbox[2] >= 2 and o.bbox[3] >= 2 for o in s.objects), (kind, seed)
+
+
 def test_hard_settings_do_cut_objects_at_the_edge(assets):
     synth = SynthMusic(HARD, assets)
     touching = 0

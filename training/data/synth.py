@@ -93,6 +93,7 @@ class SynthConfig:
     split_role: str = "train"  # "train" or "eval" (validation/test): which side of a hold-out
     solo_scale_v2: tuple[float, float] = (0.12, 0.75)  # small objects too
     pair_scale_v2: tuple[float, float] = (0.10, 0.50)
+    min_object_px: float = 10.0  # no object's longer side below this (a 64 px mosaic tile is 32 px)
     rotation_deg_v2: float = 30.0
     perspective: float = 0.08  # corner jitter, fraction of the sprite's longer side
     edge_cut_prob: float = 0.2  # a frame whose objects may be cut by its edge ...

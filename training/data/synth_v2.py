@@ -306,7 +306,7 @@ class SynthMusicV2(SynthMusic):
             layout = []
             for (c, _), j in zip(items, chosen):
                 sh, sw = self._looks[c][j].sprite.shape[:2]
-                long_side = rng.uniform(*scale) * side * shrink
+                long_side = max(cfg.min_object_px, rng.uniform(*scale) * side * shrink)
                 ang = rng.uniform(-cfg.rotation_deg_v2, cfg.rotation_deg_v2)
                 k = long_side / max(sw, sh)
                 t = math.radians(ang)
