@@ -393,13 +393,17 @@ def main(argv: list[str] | None = None) -> int:
                    help="v2: also render TimGM6mb (GPL-2); the pack is then for local use, never committed")
     p.add_argument("--with-share-alike", action="store_true",
                    help="v2: also draw OpenMoji (CC-BY-SA-4.0); the pack is then for local use, never committed")
+    p.add_argument("--with-openclipart", action="store_true",
+                   help="v2: also draw Open Clip Art instruments (Debian openclipart-svg); local use only, never "
+                        "committed (Tux Paint's reserved stamps share that library)")
     args = p.parse_args(argv)
     try:
         if args.pack == "v2":
             from training.data import build_assets_v2
 
             out = build_assets_v2.build(args.out if args.out != DEFAULT_OUT else build_assets_v2.DEFAULT_OUT,
-                                        with_gpl=args.with_gpl, with_share_alike=args.with_share_alike)
+                                        with_gpl=args.with_gpl, with_share_alike=args.with_share_alike,
+                                        with_openclipart=args.with_openclipart)
         else:
             out = build(args.out, args.soundfont, args.font)
     except AssetBuildError as e:

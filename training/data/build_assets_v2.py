@@ -1,6 +1,6 @@
 """Build the SynthMUSIC v2 asset pack (many looks and sounds per class); the result is committed.
 
-    python -m training.data.build_assets --pack v2 [--out DIR] [--with-gpl] [--with-share-alike]
+    python -m training.data.build_assets --pack v2 [--out DIR] [--with-gpl] [--with-share-alike] [--with-openclipart]
 
 v1 (``training/data/assets/synthmusic``) is one Noto emoji and one FluidR3 program per class: a
 model can learn 11 sprites instead of 11 instruments. v2 keeps several art sets, soundfonts and
@@ -17,7 +17,8 @@ Needs (only here; the generator reads the committed pack):
 
 Only permissive sources (MIT, Apache-2.0, CC0, CC-BY, public domain, OFL) go into the pack.
 ``--with-gpl`` (TimGM6mb, GPL-2) and ``--with-share-alike`` (OpenMoji, CC-BY-SA-4.0) add
-those sources to a pack built for local use only: such a pack must not be committed.
+those sources to a pack built for local use only: such a pack must not be committed. So does
+``--with-openclipart`` (public domain, but see ``OPENCLIPART``: it may overlap a reserved set).
 
 RESERVED for independent evaluation, never read here: Twemoji, the MuseScore General
 soundfont, scikit-image's photographs, tuxpaint-stamps-default, gcompris-qt-data, lmms-common.
@@ -166,6 +167,19 @@ SONIC_PI: dict[str, tuple[str, ...]] = {
     "piano": ("ambi_piano",),
 }
 
+#: Open Clip Art Library drawings of instruments (Debian openclipart-svg, public domain), one object
+#: per picture. Opt-in only (``--with-openclipart``): Tux Paint's stamps, reserved for evaluation,
+#: took many drawings from the same library, so a committed pack could leak evaluation pictures.
+OPENCLIPART_DIR = Path("/usr/share/openclipart/svg/recreation/music")
+OPENCLIPART: dict[str, tuple[str, ...]] = {
+    "drum": ("africandrum_benji_park1", "africandrum_benji_park2", "drums_jarno_vasamaa_", "djambf_ganson"),
+    "guitar": ("electric_guitar_andrea__01r", "guitar_ganson", "guitar_jarno_vasamaa1", "guitar_jarno_vasamaa2"),
+    "flute": ("flute_ganson",), "horn": ("french_horn_ganson",), "piano": ("piano_geraint_luff_01",),
+    "saxophone": ("saxophone_jarno_vasamaa_",),
+    "trumpet": ("trumpet_b_flat__ganson", "trumpet_b_flat_colour_ganso", "trumpet_pocket_colour_ganso"),
+    "violin": ("violin_colour_ganson", "violin_ganson"),
+}
+
 WALLPAPER_DIR = Path("/usr/share/backgrounds")
 WALLPAPER_PACKAGES = ("lomiri-wallpapers-16.04",)
 
@@ -267,8 +281,17 @@ def render_svg(svg: str, side: int = 2 * SPRITE_SIDE) -> np.ndarray:
         import resvg_py  # type: ignore[import-not-found]
     except ImportError as e:
         raise AssetBuildError("resvg-py is missing: pip install resvg-py (or 'avsl-edge[assets]')") from e
-    m = re.search(r'viewBox="([-\d.\s]+)"', svg)
-    vw, vh = (float(v) for v in m.group(1).split()[2:4]) if m else (1.0, 1.0)
+    m = re.search(r'viewBox="([-\d.eE\s,]+)"', svg)
+    if m:
+        vw, vh = (float(v) for v in re.split(r"[\s,]+", m.group(1).strip())[2:4])
+    else:  # no viewBox (older clip art): user units are px of its width and height attributes
+        head = re.search(r"<svg\b[^>]*>", svg)
+        dims = [re.search(rf'\s{a}="([\d.]+)\s*(pt|px|)"', head.group(0)) if head else None for a in ("width", "height")]
+        if not head or not all(dims):
+            raise AssetBuildError("SVG without viewBox, width or height")
+        vw, vh = (float(d.group(1)) * (1.25 if d.group(2) == "pt" else 1.0) for d in dims)
+        tag = re.sub(r'\s(width|height)="[^"]*"', "", head.group(0))
+        svg = svg.replace(head.group(0), tag[:-1].rstrip("/") + f' viewBox="0 0 {vw} {vh}">', 1)
     k = side / max(vw, vh)
     png = resvg_py.svg_to_bytes(svg_string=svg, width=max(1, round(vw * k)), height=max(1, round(vh * k)))
     return _decode(bytes(png))
@@ -608,7 +631,8 @@ def _slug(s: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", s.lower()).strip("-")
 
 
-def build(out: Path = DEFAULT_OUT, with_gpl: bool = False, with_share_alike: bool = False, log=print) -> Path:
+def build(out: Path = DEFAULT_OUT, with_gpl: bool = False, with_share_alike: bool = False,
+          with_openclipart: bool = False, log=print) -> Path:
     """Fetch, render and write the v2 pack into ``out`` (temp folder, then swapped in)."""
     import cv2
     import soundfile as sf
@@ -669,6 +693,17 @@ def build(out: Path = DEFAULT_OUT, with_gpl: bool = False, with_share_alike: boo
                         clutter.append({"file": rel, "source": src.id, "name": name})
             log(f"{src.id:12s} {sum(1 for c in CLASSES for x in looks[c] if x['source'] == src.id):3d} looks "
                 f"({src.license}, {src.package}@{src.version})")
+        if with_openclipart:
+            if not OPENCLIPART_DIR.is_dir():
+                raise AssetBuildError(f"{OPENCLIPART_DIR} not found: install the Debian package 'openclipart-svg'")
+            sources["openclipart"] = {"kind": "picture", "title": "Open Clip Art Library (instrument drawings)",
+                                      "license": "public-domain", "origin": "Debian package openclipart-svg",
+                                      "monochrome": False}
+            for c, stems in OPENCLIPART.items():
+                for stem in stems:
+                    rel = f"sprites/openclipart/{c}-{_slug(stem)}.png"
+                    _save_png(tmp / rel, _fit(render_svg((OPENCLIPART_DIR / f"{stem}.svg").read_text())))
+                    looks[c].append({"file": rel, "source": "openclipart", "glyph": stem})
         # --- sounds
         for sfs in SOUNDFONTS:
             if not sfs.committed and not with_gpl:
@@ -717,7 +752,7 @@ def build(out: Path = DEFAULT_OUT, with_gpl: bool = False, with_share_alike: boo
         for x in clutter:
             licence_rows.append((x["file"], f"{sources[x['source']]['origin']} ({x['name']})",
                                  sources[x["source"]]["license"]))
-        committed = not (with_gpl or with_share_alike)
+        committed = not (with_gpl or with_share_alike or with_openclipart)
         index = {
             "version": PACK_VERSION,
             "sample_rate": SAMPLE_RATE,

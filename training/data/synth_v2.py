@@ -175,8 +175,9 @@ class SynthMusicV2(SynthMusic):
         while t < n:
             x = clips[int(rng.integers(len(clips)))]
             m = max(2, int(len(x) / rate))
-            seg = np.interp(np.arange(m) * (len(x) / m), np.arange(len(x)), x).astype(np.float32)
             gap = int(sr / density * rng.uniform(0.5, 1.5))
+            m_used = min(m, n - max(t, 0) - min(t, 0))  # resample only what lands in the clip
+            seg = np.interp(np.arange(m_used) * (len(x) / m), np.arange(len(x)), x).astype(np.float32)
             length = len(seg)
             if c in MONOPHONIC:
                 length = min(length, max(min_len, gap + int(0.01 * sr)))
@@ -249,7 +250,7 @@ class SynthMusicV2(SynthMusic):
     # -------------------------------------------------------------------------------- image
 
     def _sprite_v2(self, pm: np.ndarray, look: Look | None, long_side: float, rng: np.random.Generator,
-                   style: bool = True) -> np.ndarray:
+                   style: bool = True, warp: bool = True) -> np.ndarray:
         """Scaled, painted (silhouettes), style-randomised, colour-jittered, maybe mirrored sprite."""
         cfg = self.config
         h, w = pm.shape[:2]
@@ -281,7 +282,7 @@ class SynthMusicV2(SynthMusic):
         np.minimum(out[..., :3], out[..., 3:4] * 255.0, out=out[..., :3])
         if rng.random() < cfg.flip_prob:
             out = np.ascontiguousarray(out[:, ::-1])
-        if cfg.perspective > 0:  # perspective: jitter the four corners, warp into a padded canvas
+        if warp and cfg.perspective > 0:  # perspective: jitter the four corners, warp into a padded canvas
             d = cfg.perspective * max(nw, nh)
             src = np.float32([[0, 0], [nw, 0], [nw, nh], [0, nh]])
             dst = src + rng.uniform(-d, d, (4, 2)).astype(np.float32)
@@ -397,7 +398,7 @@ class SynthMusicV2(SynthMusic):
                     break
             else:
                 continue
-            sprite = self._sprite_v2(src, self._clutter_looks[j], long_side, rng)
+            sprite = self._sprite_v2(src, self._clutter_looks[j], long_side, rng, style=False, warp=False)
             _paste(bg, sprite, _affine_v2(sprite, cx, cy, rng.uniform(-15, 15)))
             used.append(self._clutter_looks[j].source)
 
