@@ -105,6 +105,7 @@ class SynthConfig:
     posterize_prob: float = 0.08  # flat colour levels (edges kept)
     photo_background_prob: float = 0.4  # a photograph instead of a procedural background
     blur_prob: float = 0.25  # Gaussian or motion blur of the frame
+    sensor_noise_prob: float = 0.5
     sensor_noise: tuple[float, float] = (0.0, 8.0)  # std (0..255) of shot + read noise
     jpeg_prob: float = 0.3
     jpeg_quality: tuple[int, int] = (30, 95)

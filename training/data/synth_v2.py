@@ -104,6 +104,7 @@ class SynthMusicV2(SynthMusic):
             self._clips[c] = {k: tuple(v) for k, v in by.items()}
         self._photos = tuple(b.image.astype(np.float32) for b in a.backgrounds)
         self._no_clutter = dataclasses.replace(config, clutter=(0, 0))
+        self._shape_cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     # -------------------------------------------------------------------------------- audio
 
@@ -205,7 +206,7 @@ class SynthMusicV2(SynthMusic):
         exponentially decaying noise tail (RT60 drawn from the config)."""
         sr = self.config.sample_rate
         rt60 = rng.uniform(*self.config.rt60)
-        m = int(min(rt60, 0.9) * sr)
+        m = int(min(rt60 / 2, 0.5) * sr)  # the tail past -30 dB is left out (cheaper, inaudible in the mix)
         t = np.arange(m) / sr
         ir = rng.standard_normal(m) * np.exp(-6.9 * t / rt60)
         ir[: int(0.004 * sr)] = 0.0
@@ -215,13 +216,21 @@ class SynthMusicV2(SynthMusic):
         ir[0] = 1.0
         return ir
 
+    def _shapes(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Per clip length: log(f / 1 kHz) (f >= 20 Hz) and the speech-band gain of babble noise."""
+        if n not in self._shape_cache:
+            f = np.fft.rfftfreq(n, 1.0 / self.config.sample_rate)
+            logf = np.log(np.maximum(f, 20.0) / 1000.0)
+            speech = np.exp(-0.5 * (np.log(np.maximum(f, 1.0) / 500.0) / 0.6) ** 2)
+            self._shape_cache[n] = (logf, speech)
+        return self._shape_cache[n]
+
     def _noise_v2(self, kind: str, rng: np.random.Generator, n: int) -> np.ndarray:
         sr = self.config.sample_rate
         if kind == "coloured":  # white .. brown
-            white = rng.standard_normal(n).astype(np.float32)
-            spec = np.fft.rfft(white)
-            f = np.fft.rfftfreq(n, 1.0 / sr)
-            spec *= (np.maximum(f, 20.0) / 1000.0) ** (-rng.uniform(0.0, 2.0) / 2)
+            logf, _ = self._shapes(n)
+            spec = np.fft.rfft(rng.standard_normal(n))
+            spec *= np.exp(logf * (-rng.uniform(0.0, 2.0) / 2))
             x = np.fft.irfft(spec, n)
         elif kind == "hum":  # mains hum and its harmonics, with a little hiss
             f0 = 50.0 if rng.random() < 0.5 else 60.0
@@ -232,11 +241,7 @@ class SynthMusicV2(SynthMusic):
             x = np.resize((amp * np.sin(2 * np.pi * f0 * k * t + ph)).sum(axis=0), n)
             x = x + 0.1 * rng.standard_normal(n)
         elif kind == "babble":  # speech-band noise with a syllable-rate envelope
-            white = rng.standard_normal(n)
-            spec = np.fft.rfft(white)
-            f = np.fft.rfftfreq(n, 1.0 / sr)
-            spec *= np.exp(-0.5 * (np.log(np.maximum(f, 1.0) / 500.0) / 0.6) ** 2)
-            x = np.fft.irfft(spec, n)
+            x = np.fft.irfft(np.fft.rfft(rng.standard_normal(n)) * self._shapes(n)[1], n)
             env = cv2.resize(rng.uniform(0.2, 1.0, (1, max(2, int(n / sr * 5)))).astype(np.float32), (n, 1),
                              interpolation=cv2.INTER_CUBIC)[0]
             x = x * np.maximum(env, 0.05)
@@ -451,7 +456,7 @@ class SynthMusicV2(SynthMusic):
                 ker[k // 2] = 1.0 / k
                 ker = cv2.warpAffine(ker, cv2.getRotationMatrix2D(((k - 1) / 2, (k - 1) / 2), rng.uniform(0, 180), 1.0), (k, k))
                 canvas[:] = cv2.filter2D(canvas, -1, ker / max(float(ker.sum()), 1e-6))
-        sigma = rng.uniform(*cfg.sensor_noise)
+        sigma = rng.uniform(*cfg.sensor_noise) if rng.random() < cfg.sensor_noise_prob else 0.0
         if sigma > 0.5:  # read noise plus shot noise that grows with the brightness (one grey field: cheap)
             h, w = canvas.shape[:2]
             lum = canvas[..., 1:2] * np.float32(1.0 / 255.0)
@@ -507,7 +512,8 @@ class SynthMusicV2(SynthMusic):
 
 
 def _convolve(x: np.ndarray, ir: np.ndarray) -> np.ndarray:
-    size = 1 << int(math.ceil(math.log2(len(x) + len(ir))))
+    need = len(x) + len(ir)
+    size = min(s for s in (1 << int(math.ceil(math.log2(need))), 3 << int(math.ceil(math.log2(need / 3)))) if s >= need)
     return np.fft.irfft(np.fft.rfft(x, size) * np.fft.rfft(ir, size), size)[: len(x)].astype(np.float32)
 
 
