@@ -4,6 +4,8 @@ leave-one-source-out splits, determinism."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -191,6 +193,13 @@ def test_cli_writes_leave_one_source_out_splits(tmp_path, capsys):
             assert ("game-icons" not in pics + im.extra["sources"]["clutter"]) if split == "train" else set(pics) == {"game-icons"}
     assert main(["--pack", "v2", "--hold-out-sounds", "nope", "--out", str(tmp_path / "x")]) == 2
     assert "unknown sound source 'nope'" in capsys.readouterr().err
+
+
+def test_python_m_synth_runs_the_v2_pack(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "training.data.synth", "--pack", "v2", "--kinds", "duet", "--n", "3",
+                        "--out", str(tmp_path / "d")], capture_output=True, text=True, cwd=Path(__file__).parents[1])
+    assert r.returncode == 0, r.stderr
+    assert all(im.extra["sources"]["pack"] == "v2" for im in load_avcoco(tmp_path / "d").images)
 
 
 # ----------------------------------------------------------------------------------------- determinism

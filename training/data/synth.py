@@ -295,7 +295,10 @@ class SynthMusic:
         if cls is SynthMusic and config.pack == "v2":
             from training.data.synth_v2 import SynthMusicV2
 
-            return super().__new__(SynthMusicV2)
+            obj = super().__new__(SynthMusicV2)
+            if not isinstance(obj, cls):  # run as __main__ (python -m): another SynthMusic class, so
+                obj.__init__(config, assets)  # Python would skip __init__
+            return obj
         return super().__new__(cls)
 
     def __init__(self, config: SynthConfig = SynthConfig(), assets: Assets | None = None):
