@@ -49,7 +49,7 @@ from training.data.build_assets import (
     render_emoji,
     spectral_stats,
 )
-from training.data.classes import CLASSES, CLUTTER, GM_PERCUSSION_BANK, GM_PERCUSSION_CHANNEL, INSTRUMENTS, MONOPHONIC
+from training.data.classes import CLASSES, CLUTTER, GM_PERCUSSION_BANK, GM_PERCUSSION_CHANNEL, INSTRUMENTS
 
 PACK_VERSION = 2
 DEFAULT_OUT = Path(__file__).resolve().parent / "assets" / "synthmusic_v2"
