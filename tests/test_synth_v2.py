@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from avsl_edge.avcoco import load_avcoco
+from avsl_edge.errors import UserError
 from training.data.assets import DEFAULT_ASSET_DIR_V2, load_assets_v2
 from training.data.build_assets_v2 import PERMISSIVE, RESERVED
 from training.data.classes import CLASSES
@@ -178,6 +179,7 @@ def test_an_unknown_hold_out_source_is_named(assets):
         SynthMusic(replace(V2, hold_out_pictures="twemoji"), assets)
     with pytest.raises(HoldOutError, match="unknown sound source 'fluent-3d'"):
         SynthMusic(replace(V2, hold_out_sounds="fluent-3d"), assets)
+    assert issubclass(HoldOutError, UserError)
 
 
 def test_cli_writes_leave_one_source_out_splits(tmp_path, capsys):

@@ -27,6 +27,7 @@ import math
 import cv2
 import numpy as np
 
+from avsl_edge.errors import UserError
 from training.data.assets import AssetsV2, Look, load_assets_v2
 from training.data.classes import CLASSES, MONOPHONIC
 from training.data.synth import (
@@ -48,7 +49,7 @@ from training.data.synth import (
 NOISE_TYPES: tuple[str, ...] = ("coloured", "hum", "babble", "crackle")
 
 
-class HoldOutError(ValueError):
+class HoldOutError(UserError, ValueError):
     """A hold-out names a source the pack lacks, or leaves no class to draw."""
 
 
