@@ -12,7 +12,9 @@ if [ "${1:-}" = "--system" ]; then system=1; shift; fi
 extras=${1:-train,export}
 
 if [ "$system" = 1 ]; then
-  pkgs="fluidsynth fluid-soundfont-gm fonts-noto-color-emoji libportaudio2 pulseaudio pulseaudio-utils libasound2-plugins ffmpeg xvfb xdotool"
+  # csound-soundfont, sonic-pi-samples, lomiri-wallpapers-16.04 (and node's npm): only for rebuilding the v2
+  # asset pack (python -m training.data.build_assets --pack v2); the committed pack loads without them.
+  pkgs="fluidsynth fluid-soundfont-gm fonts-noto-color-emoji csound-soundfont sonic-pi-samples lomiri-wallpapers-16.04 libportaudio2 pulseaudio pulseaudio-utils libasound2-plugins ffmpeg xvfb xdotool"
   missing=$(for p in $pkgs; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || echo "$p"; done)
   if [ -n "$missing" ]; then
     SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"

@@ -23,6 +23,16 @@ from training.data.classes import CLASSES
 from training.data.synth import SynthConfig, SynthMusic
 
 _SPLITS = {"train": 1, "val": 2, "stage_two": 3, "duet": 4, "calib": 5}
+#: Which side of a v2 hold-out each split is on: training never sees a held-out source.
+SPLIT_ROLES = {"train": "train", "val": "eval", "stage_two": "train", "duet": "train", "calib": "eval", "test": "eval"}
+
+
+def synth_config(data, size: int, split: str) -> SynthConfig:
+    """The generator settings of ``split`` under a run's data config (None: v1 defaults)."""
+    if data is None or data.pack == "v1":
+        return SynthConfig(image_size=size)
+    return SynthConfig(image_size=size, pack=data.pack, hold_out_pictures=data.hold_out_pictures,
+                       hold_out_sounds=data.hold_out_sounds, split_role=SPLIT_ROLES[split])
 
 
 def scene_seed(seed: int, split: str, index: int) -> int:
@@ -44,10 +54,10 @@ class SceneBank:
 
 
 def build_bank(kind: str, n: int, size: int, seed: int, split: str, progress: bool = True,
-               indices: range | None = None) -> SceneBank:
+               indices: range | None = None, data=None) -> SceneBank:
     """Render ``n`` scenes of ``kind`` at ``size`` px (or only ``indices`` of them: a DDP shard
-    renders its own share; the rest stay zero)."""
-    synth = SynthMusic(SynthConfig(image_size=size))
+    renders its own share; the rest stay zero). ``data``: the run's DataConfig (pack, hold-outs)."""
+    synth = SynthMusic(synth_config(data, size, split))
     c = len(CLASSES)
     images = torch.zeros((n, 3, size, size), dtype=torch.uint8)
     audio = torch.zeros((n, synth.config.samples), dtype=torch.float32)

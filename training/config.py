@@ -39,6 +39,9 @@ class DataConfig:
     test_kinds: tuple[str, ...] = ("solo", "solo_distractor", "duet", "mosaic", "offscreen")
     augment: bool = True           # flip + brightness/saturation U[0.7,1.3] + resize/random-crop (docs/method.md §1.2)
     neg_different_class: bool = False  # negatives of another class (default: any other scene; docs/method.md §6.1)
+    pack: str = "v1"               # SynthMUSIC asset pack: v1 (the published figures) or v2 (many art and sound sources)
+    hold_out_pictures: str | None = None  # v2: a picture source training never sees; val and test show it alone
+    hold_out_sounds: str | None = None    # v2: the same for a sound source
     seed: int = 0
 
 
@@ -156,6 +159,10 @@ def check_config(cfg: RunConfig) -> RunConfig:
         raise ConfigError(f"--model.obj_affine_scale must be a positive number; got {cfg.model.obj_affine_scale}")
     if cfg.eval.image_size < 0 or 0 < cfg.eval.image_size < 32:
         raise ConfigError(f"--eval.image_size must be 0 (= --data.image_size) or at least 32; got {cfg.eval.image_size}")
+    if cfg.data.pack not in ("v1", "v2"):
+        raise ConfigError(f"--data.pack must be v1 or v2; got {cfg.data.pack!r}")
+    if cfg.data.pack == "v1" and (cfg.data.hold_out_pictures or cfg.data.hold_out_sounds):
+        raise ConfigError("--data.hold_out_pictures/--data.hold_out_sounds need --data.pack v2")
     if cfg.model.num_clusters < len(CLASSES):
         raise ConfigError(f"--model.num_clusters {cfg.model.num_clusters} is smaller than the {len(CLASSES)} classes; "
                          f"every class needs at least one cluster")

@@ -29,9 +29,10 @@ from avsl_edge.fileio import atomic_path
 from avsl_edge.metrics import ClusterMatch
 from training import distributed as du
 from training import stage_one, stage_two
+from training.banks import synth_config
 from training.config import (RunConfig, add_override_arguments, apply_overrides, check_config,
                              collect_overrides, inference_size, load_config, preset, save_config)
-from training.data.synth import SynthConfig, SynthMusic, contact_sheet, scene_seed, write_split
+from training.data.synth import SynthMusic, contact_sheet, scene_seed, write_split
 from training.evaluate import evaluate, load_model, predict
 from training.metrics_log import MetricsLog
 from training.report import figure_grid, plot_curves
@@ -173,10 +174,11 @@ def run(cfg: RunConfig, resume: bool = False, progress: bool = True) -> Path:
         if d.is_main:
             kinds, seed = cfg.data.test_kinds, cfg.data.seed + TEST_SEED_OFFSET
             if not (test_dir / "annotations.json").is_file():
-                write_split(test_dir, kinds, cfg.data.test_per_kind * len(kinds), seed, image_size=224, force=True)
+                write_split(test_dir, kinds, cfg.data.test_per_kind * len(kinds), seed, image_size=224, force=True,
+                            synth=SynthMusic(synth_config(cfg.data, 224, "test")))
             load_avcoco(test_dir)  # validate what was written
             # the first scenes of the split, re-rendered from their seeds (write_split's round-robin)
-            synth = SynthMusic(SynthConfig(image_size=224))
+            synth = SynthMusic(synth_config(cfg.data, 224, "test"))
             first = [synth.scene(kinds[i % len(kinds)], scene_seed(seed, i)) for i in range(2 * len(kinds))]
             sheet = contact_sheet(first, run_dir / "data" / "contact_sheet.png", cols=len(kinds))
             return str(sheet)

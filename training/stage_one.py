@@ -45,8 +45,9 @@ class StageOneData:
 def load_data(cfg: RunConfig, d: du.Dist, progress: bool) -> StageOneData:
     s = cfg.data.image_size
     return StageOneData(
-        train=build_bank("solo", cfg.data.train_scenes, render_size(s), cfg.data.seed, "train", progress),
-        val=build_bank("solo", cfg.data.val_scenes, s, cfg.data.seed, "val", progress),
+        train=build_bank("solo", cfg.data.train_scenes, render_size(s), cfg.data.seed, "train", progress,
+                         data=cfg.data),
+        val=build_bank("solo", cfg.data.val_scenes, s, cfg.data.seed, "val", progress, data=cfg.data),
     )
 
 

@@ -131,7 +131,7 @@ def train(cfg: RunConfig, round_path: Path, run_dir: Path, d: du.Dist, device: t
         if phase not in banks:
             n = cfg.data.stage_two_scenes if phase == "mosaic" else cfg.data.duet_scenes
             banks[phase] = build_bank(phase, n, s, cfg.data.seed, "stage_two" if phase == "mosaic" else "duet",
-                                      progress and d.is_main)
+                                      progress and d.is_main, data=cfg.data)
         stats = _epoch(wrapped, teacher, dictionary, banks[phase], cfg, epoch, phase, opt, d, device, log,
                        progress and d.is_main)
         history.append({"epoch": epoch, "data": phase, **stats})

@@ -169,3 +169,161 @@ def load_assets(path: str | os.PathLike | None = None) -> Assets:
     if not root.is_dir():
         raise AssetError(f"{root}: no such asset pack folder")
     return _load_cached(str(root.resolve()))
+
+
+# ------------------------------------------------------------------------------------------------
+# v2: several looks and sounds per class, each tagged with its source id
+
+DEFAULT_ASSET_DIR_V2 = Path(__file__).resolve().parent / "assets" / "synthmusic_v2"
+PACK_VERSION_V2 = 2
+
+
+@dataclass(frozen=True)
+class Look:
+    """One picture of a class (or a clutter object) and the art source it comes from."""
+
+    sprite: np.ndarray = field(repr=False)  # (h, w, 4) uint8 RGBA, straight alpha, tight to alpha
+    source: str
+    name: str  # glyph (instruments) or object name (clutter)
+    monochrome: bool = False  # a silhouette: the generator paints it
+
+
+@dataclass(frozen=True)
+class Sound:
+    """One clip (note, chord, phrase, kit hit, beat or recording) and the sound source it comes from."""
+
+    audio: np.ndarray = field(repr=False)  # float32 mono, peak-normalised
+    source: str
+    kind: str
+    program: int | None
+
+
+@dataclass(frozen=True)
+class ClassAssets:
+    name: str
+    looks: tuple[Look, ...]
+    sounds: tuple[Sound, ...]
+    band_hz: tuple[float, float]
+    centroid_hz: float
+
+    @property
+    def picture_sources(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(x.source for x in self.looks))
+
+    @property
+    def sound_sources(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(x.source for x in self.sounds))
+
+
+@dataclass(frozen=True)
+class Background:
+    image: np.ndarray = field(repr=False)  # (h, w, 3) uint8 RGB photograph
+    source: str
+    name: str
+
+
+@dataclass(frozen=True)
+class AssetsV2:
+    root: Path
+    sample_rate: int
+    classes: Mapping[str, ClassAssets]
+    clutter: tuple[Look, ...]
+    backgrounds: tuple[Background, ...]
+    sources: Mapping[str, Mapping[str, Any]] = field(repr=False)  # id -> kind, title, licence, origin
+    index: Mapping[str, Any] = field(repr=False, compare=False)
+
+    def sources_of(self, kind: str) -> tuple[str, ...]:
+        """Source ids of one kind: "picture", "sound" or "background"."""
+        return tuple(k for k, v in self.sources.items() if v.get("kind") == kind)
+
+
+def _source(sources: Mapping[str, Any], sid: Any, where: str) -> str:
+    if not isinstance(sid, str) or sid not in sources:
+        raise AssetError(f"{where}: unknown source {sid!r}; the pack's sources are {sorted(sources)}")
+    return sid
+
+
+def _load_v2(root: Path) -> AssetsV2:
+    index_path = root / "index.json"
+    if not index_path.is_file():
+        raise AssetError(f"{index_path}: missing; rebuild the v2 pack with `python -m training.data.build_assets --pack v2`")
+    try:
+        index = json.loads(index_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise AssetError(f"{index_path}: not valid JSON ({e})") from e
+    f = str(index_path)
+    if index.get("version") != PACK_VERSION_V2:
+        raise AssetError(f"{f}: pack version {index.get('version')!r}, this loader reads version {PACK_VERSION_V2}")
+    sr = index.get("sample_rate")
+    if not isinstance(sr, int) or sr <= 0:
+        raise AssetError(f"{f}: 'sample_rate' must be a positive integer, got {sr!r}")
+    sources = index.get("sources")
+    if not isinstance(sources, dict) or not sources:
+        raise AssetError(f"{f}: 'sources' must map source ids to their descriptions")
+    entries = index.get("classes")
+    if not isinstance(entries, dict) or set(entries) != set(CLASSES):
+        got = sorted(entries) if isinstance(entries, dict) else entries
+        raise AssetError(f"{f}: 'classes' must hold exactly {list(CLASSES)}, got {got}")
+
+    def look(e: Mapping[str, Any], where: str, name_key: str) -> Look:
+        sid = _source(sources, e.get("source"), f"{where}.source")
+        return Look(_read_rgba(_inside(root, e.get("file"), f"{where}.file"), where), sid, str(e.get(name_key, "")),
+                    bool(sources[sid].get("monochrome", False)))
+
+    classes: dict[str, ClassAssets] = {}
+    for name in CLASSES:
+        e, where = entries[name], f"{f}: classes.{name}"
+        looks = tuple(look(x, f"{where}.looks[{j}]", "glyph") for j, x in enumerate(e.get("looks") or []))
+        sounds: list[Sound] = []
+        for j, s in enumerate(e.get("sounds") or []):
+            w = f"{where}.sounds[{j}]"
+            sid = _source(sources, s.get("source"), f"{w}.source")
+            path = _inside(root, s.get("file"), f"{w}.file")
+            try:
+                bank = load_audio(path, sample_rate=sr)
+            except AudioError as exc:
+                raise AssetError(f"{w}.file: {exc}") from exc
+            for k, c in enumerate(s.get("clips") or []):
+                try:
+                    off, length = int(c["offset"]), int(c["length"])
+                except (KeyError, TypeError, ValueError) as exc:
+                    raise AssetError(f"{w}.clips[{k}]: needs integer offset and length ({exc})") from exc
+                if off < 0 or length <= 0 or off + length > len(bank):
+                    raise AssetError(f"{w}.clips[{k}]: samples {off}..{off + length} outside {path.name} ({len(bank)} samples)")
+                x = np.ascontiguousarray(bank[off : off + length], dtype=np.float32)
+                if float(np.sqrt(np.mean(x.astype(np.float64) ** 2))) <= 1e-5:
+                    raise AssetError(f"{w}.clips[{k}]: silent clip")
+                sounds.append(Sound(x, sid, str(c.get("kind", "")), c.get("program")))
+        if not looks or not sounds:
+            raise AssetError(f"{where}: needs at least one look and one sound")
+        band = e.get("band_hz")
+        if not (isinstance(band, list) and len(band) == 2 and 0 <= band[0] < band[1]):
+            raise AssetError(f"{where}.band_hz: expected [low, high] Hz, got {band!r}")
+        classes[name] = ClassAssets(name, looks, tuple(sounds), (float(band[0]), float(band[1])),
+                                    float(e.get("centroid_hz", 0.0)))
+    clutter = tuple(look(c, f"{f}: clutter[{j}]", "name") for j, c in enumerate(index.get("clutter") or []))
+    if not clutter:
+        raise AssetError(f"{f}: 'clutter' is empty")
+    backgrounds = []
+    for j, b in enumerate(index.get("backgrounds") or []):
+        where = f"{f}: backgrounds[{j}]"
+        path = _inside(root, b.get("file"), f"{where}.file")
+        img = cv2.imread(str(path), cv2.IMREAD_COLOR) if path.is_file() else None
+        if img is None:
+            raise AssetError(f"{where}: {path} is not a readable image")
+        backgrounds.append(Background(cv2.cvtColor(img, cv2.COLOR_BGR2RGB), _source(sources, b.get("source"), where),
+                                      str(b.get("name", j))))
+    return AssetsV2(root, sr, classes, clutter, tuple(backgrounds), sources, index)
+
+
+@functools.lru_cache(maxsize=2)
+def _load_v2_cached(root: str) -> AssetsV2:
+    return _load_v2(Path(root))
+
+
+def load_assets_v2(path: str | os.PathLike | None = None) -> AssetsV2:
+    """Load (once per folder, cached) the v2 asset pack at ``path`` (default: the committed v2 pack)."""
+    root = Path(path) if path is not None else DEFAULT_ASSET_DIR_V2
+    if not root.is_dir():
+        raise AssetError(f"{root}: no such asset pack folder")
+    return _load_v2_cached(str(root.resolve()))

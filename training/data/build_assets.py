@@ -1,6 +1,7 @@
 """Build the SynthMUSIC asset pack (note banks + sprites) once; the result is committed.
 
     python -m training.data.build_assets [--out DIR] [--soundfont SF2] [--font TTF]
+    python -m training.data.build_assets --pack v2 [--out DIR]   # see build_assets_v2.py
 
 Needs (only here; the generator reads the committed pack):
   - FluidSynth: Debian package ``fluidsynth`` (libfluidsynth) and the Python bindings
@@ -385,9 +386,26 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
     p.add_argument("--soundfont", type=Path, default=DEFAULT_SOUNDFONT)
     p.add_argument("--font", type=Path, default=DEFAULT_FONT)
+    p.add_argument("--pack", choices=("v1", "v2"), default="v1",
+                   help="v1: the original pack (default); v2: many art, sound and background sources "
+                        "(training/data/build_assets_v2.py; --soundfont/--font do not apply)")
+    p.add_argument("--with-gpl", action="store_true",
+                   help="v2: also render TimGM6mb (GPL-2); the pack is then for local use, never committed")
+    p.add_argument("--with-share-alike", action="store_true",
+                   help="v2: also draw OpenMoji (CC-BY-SA-4.0); the pack is then for local use, never committed")
+    p.add_argument("--with-openclipart", action="store_true",
+                   help="v2: also draw Open Clip Art instruments (Debian openclipart-svg); local use only, never "
+                        "committed (Tux Paint's reserved stamps share that library)")
     args = p.parse_args(argv)
     try:
-        out = build(args.out, args.soundfont, args.font)
+        if args.pack == "v2":
+            from training.data import build_assets_v2
+
+            out = build_assets_v2.build(args.out if args.out != DEFAULT_OUT else build_assets_v2.DEFAULT_OUT,
+                                        with_gpl=args.with_gpl, with_share_alike=args.with_share_alike,
+                                        with_openclipart=args.with_openclipart)
+        else:
+            out = build(args.out, args.soundfont, args.font)
     except AssetBuildError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

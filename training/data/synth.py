@@ -53,6 +53,7 @@ class SynthError(UserError, ValueError):
 
 KINDS: tuple[str, ...] = ("solo", "solo_distractor", "duet", "mosaic", "offscreen")
 BACKGROUNDS: tuple[str, ...] = ("linear", "radial", "texture", "room", "pattern")
+PACKS: tuple[str, ...] = ("v1", "v2")
 _ALPHA_BOX = 0.5  # a pixel belongs to the object's box when the pasted sprite's alpha >= this
 
 
@@ -89,6 +90,34 @@ class SynthConfig:
     clutter_overlap: float = 0.04  # a clutter item may cover this fraction of an instrument box
     # --- video
     motion: float = 0.03  # amplitude of the instruments' drift, fraction of the frame side
+    # --- asset pack: "v1" (one look and one GM program per class; the default) or "v2" (many
+    # sources; training/data/synth_v2.py). The fields below apply to v2 only.
+    pack: str = "v1"
+    hold_out_pictures: str | None = None  # picture source id(s), comma-separated: never in "train", alone in "eval"
+    hold_out_sounds: str | None = None  # sound source id(s), the same
+    split_role: str = "train"  # "train" or "eval" (validation/test): which side of a hold-out
+    solo_scale_v2: tuple[float, float] = (0.12, 0.75)  # small objects too
+    pair_scale_v2: tuple[float, float] = (0.10, 0.50)
+    min_object_px: float = 10.0  # no object's longer side below this (a 64 px mosaic tile is 32 px)
+    rotation_deg_v2: float = 30.0
+    perspective: float = 0.08  # corner jitter, fraction of the sprite's longer side
+    edge_cut_prob: float = 0.2  # a frame whose objects may be cut by its edge ...
+    max_outside_v2: float = 0.35  # ... by up to this fraction of their width/height
+    occlusion_prob: float = 0.25  # per instrument: a clutter sprite covers part of it
+    greyscale_prob: float = 0.12  # style randomisation per sprite (exclusive choices) ...
+    colour_swap_prob: float = 0.12  # RGB channel permutation
+    texture_prob: float = 0.10  # multiplied by a random blocky or smooth texture
+    posterize_prob: float = 0.08  # flat colour levels (edges kept)
+    photo_background_prob: float = 0.4  # a photograph instead of a procedural background
+    blur_prob: float = 0.25  # Gaussian or motion blur of the frame
+    sensor_noise_prob: float = 0.5
+    sensor_noise: tuple[float, float] = (0.0, 8.0)  # std (0..255) of shot + read noise
+    jpeg_prob: float = 0.3
+    jpeg_quality: tuple[int, int] = (30, 95)
+    tempo: tuple[float, float] = (0.85, 1.18)  # playback rate of the clips (resampled)
+    reverb_prob: float = 0.5  # synthetic room impulse response
+    rt60: tuple[float, float] = (0.15, 1.0)  # seconds
+    snr_db_v2: tuple[float, float] = (8.0, 35.0)  # mix over noise (coloured, hum, babble, crackle)
 
     def __post_init__(self) -> None:
         if self.image_size < 32:
@@ -103,6 +132,16 @@ class SynthConfig:
                 raise SynthError(f"SynthConfig.{name}: low {lo} > high {hi}")
         if not 0 < self.peak[1] < 1.0:
             raise SynthError(f"SynthConfig.peak must stay below 1.0, got {self.peak}")
+        if self.pack not in PACKS:
+            raise SynthError(f"SynthConfig.pack: unknown pack {self.pack!r}; choose from {', '.join(PACKS)}")
+        if self.split_role not in ("train", "eval"):
+            raise SynthError(f"SynthConfig.split_role must be 'train' or 'eval', got {self.split_role!r}")
+        if self.pack == "v1" and (self.hold_out_pictures or self.hold_out_sounds):
+            raise SynthError("SynthConfig.hold_out_pictures/hold_out_sounds need pack='v2' (v1 has one source each)")
+        for name in ("solo_scale_v2", "pair_scale_v2", "sensor_noise", "jpeg_quality", "tempo", "rt60", "snr_db_v2"):
+            lo, hi = getattr(self, name)
+            if lo > hi:
+                raise SynthError(f"SynthConfig.{name}: low {lo} > high {hi}")
         bad = [b for b in self.backgrounds if b not in BACKGROUNDS + ("flat",)]
         if bad or not self.backgrounds:
             raise SynthError(f"SynthConfig.backgrounds: unknown {bad}; choose from {BACKGROUNDS + ('flat',)}")
@@ -119,6 +158,7 @@ class SceneObject:
     sounding: bool
     # full-frame uint8 alpha of the pasted sprite; only when asked for (masks=True)
     mask: np.ndarray | None = field(default=None, repr=False, compare=False)
+    source: str = ""  # the picture source of its look (v2 packs)
 
 
 @dataclass
@@ -129,6 +169,7 @@ class Scene:
     audio: np.ndarray  # (samples,) float32, peak < 1
     objects: list[SceneObject]
     audio_classes: tuple[str, ...] = ()  # every class heard in the clip (in view or not)
+    sources: dict = field(default_factory=dict, compare=False)  # v2: which sources the scene used
 
     @property
     def sounding_classes(self) -> tuple[str, ...]:
@@ -170,6 +211,7 @@ class _Placement:
     cy: float
     angle: float  # degrees, counter-clockwise
     motion: tuple[float, ...] = ()  # ax, ay, fx, fy, phx, phy, a_ang, f_ang (video only)
+    source: str = ""  # v2: the picture source of the look
 
 
 @dataclass
@@ -250,7 +292,19 @@ def _area(a) -> float:
 
 
 class SynthMusic:
-    """The SynthMUSIC generator. Loads the asset pack once; every method is deterministic in its seed."""
+    """The SynthMUSIC generator. Loads the asset pack once; every method is deterministic in its seed.
+
+    ``SynthMusic(SynthConfig(pack="v2"))`` gives the v2 generator (``training.data.synth_v2``)."""
+
+    def __new__(cls, config: SynthConfig = SynthConfig(), assets: Assets | None = None):
+        if cls is SynthMusic and config.pack == "v2":
+            from training.data.synth_v2 import SynthMusicV2
+
+            obj = super().__new__(SynthMusicV2)
+            if not isinstance(obj, cls):  # run as __main__ (python -m): another SynthMusic class, so
+                obj.__init__(config, assets)  # Python would skip __init__
+            return obj
+        return super().__new__(cls)
 
     def __init__(self, config: SynthConfig = SynthConfig(), assets: Assets | None = None):
         self.config = config
@@ -740,13 +794,44 @@ def write_split(
                 id=i + 1, file_name=frame, width=s.image.shape[1], height=s.image.shape[0], audio=audio,
                 audio_offset=0.0, audio_duration=synth.config.duration, scene=s.kind,
                 objects=tuple(AVObject(tuple(o.bbox), o.category, o.sounding) for o in s.objects),
-                extra={"seed": s.seed, "audio_classes": list(s.audio_classes)},
+                extra={"seed": s.seed, "audio_classes": list(s.audio_classes),
+                       **({"sources": s.sources} if s.sources else {})},
             ))
             if log is not None and (i + 1) % 500 == 0:
                 log(f"{i + 1}/{n}")
         write_avcoco(tmp, CLASSES, images,
                      description=f"SynthMUSIC kinds={','.join(kinds)} n={n} seed={seed} size={image_size}")
     return root
+
+
+#: Base-seed offsets of the splits that write_holdout_splits writes (train keeps the given seed).
+HOLDOUT_SPLIT_SEEDS: dict[str, int] = {"train": 0, "val": 1, "test": 2}
+
+
+def write_holdout_splits(
+    root: str | os.PathLike,
+    kinds: Sequence[str] | str,
+    n_train: int,
+    n_eval: int,
+    seed: int,
+    image_size: int = 224,
+    *,
+    train: SynthMusic,
+    evaluate: SynthMusic,
+    force: bool = False,
+) -> list[Path]:
+    """``root/train`` from the ``train`` generator (a hold-out's training side) and ``root/val``,
+    ``root/test`` from ``evaluate`` (the held-out source alone); each split seeded by
+    ``seed + HOLDOUT_SPLIT_SEEDS[name]``."""
+    if train.config.split_role != "train" or evaluate.config.split_role != "eval":
+        raise SynthError("write_holdout_splits needs a split_role='train' and a split_role='eval' generator")
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    out = []
+    for name, synth, n in (("train", train, n_train), ("val", evaluate, n_eval), ("test", evaluate, n_eval)):
+        out.append(write_split(root / name, kinds, n, seed + HOLDOUT_SPLIT_SEEDS[name], image_size,
+                               force=force, synth=synth))
+    return out
 
 
 def write_scene_video(
@@ -829,12 +914,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--video-kind", default=None, help="scene kind of the video (default: the first of --kinds)")
     p.add_argument("--seconds", type=float, default=5.0)
     p.add_argument("--fps", type=float, default=30.0)
+    p.add_argument("--pack", choices=PACKS, default="v1",
+                   help="asset pack: v1 (one look and sound per class, the default) or v2 (many sources)")
+    p.add_argument("--hold-out-pictures", metavar="SOURCE", default=None,
+                   help="v2: write --out/train without this picture source (or comma-separated sources) and --out/val, --out/test with it alone")
+    p.add_argument("--hold-out-sounds", metavar="SOURCE", default=None,
+                   help="v2: the same for a sound source")
+    p.add_argument("--n-eval", type=int, default=None,
+                   help="with a hold-out: scenes in each of val and test (default --n // 4, at least 1)")
     args = p.parse_args(argv)
     try:
         kinds = _check_kinds(args.kinds)
         if args.n <= 0:
             raise SynthError(f"--n must be > 0, got {args.n}")
-        synth = SynthMusic(SynthConfig(image_size=args.size))
+        hold = {"hold_out_pictures": args.hold_out_pictures, "hold_out_sounds": args.hold_out_sounds}
+        synth = SynthMusic(SynthConfig(image_size=args.size, pack=args.pack, **hold))
+        held_out = any(v is not None for v in hold.values())
+        if held_out and args.out is None:
+            raise SynthError("--hold-out-pictures/--hold-out-sounds write train/val/test splits: give --out")
         t0 = time.perf_counter()
         scenes = []
         for i, s in enumerate(synth.stream(kinds, args.seed)):
@@ -844,7 +941,14 @@ def main(argv: list[str] | None = None) -> int:
         dt = time.perf_counter() - t0
         print(f"generated {args.n} scenes ({','.join(kinds)}, {args.size}px) in {dt:.2f} s: "
               f"{args.n / dt:.1f} scenes/s")
-        if args.out is not None:
+        if args.out is not None and held_out:
+            n_eval = args.n_eval if args.n_eval is not None else max(1, args.n // 4)
+            evaluate = SynthMusic(SynthConfig(image_size=args.size, pack=args.pack, split_role="eval", **hold))
+            paths = write_holdout_splits(args.out, kinds, args.n, n_eval, args.seed, args.size, force=args.force,
+                                         train=synth, evaluate=evaluate)
+            print(f"wrote {', '.join(str(x) for x in paths)} ({args.n} train, {n_eval} val, {n_eval} test scenes; "
+                  f"held out: {', '.join(f'{k}={v}' for k, v in hold.items() if v is not None)})")
+        elif args.out is not None:
             t0 = time.perf_counter()
             write_split(args.out, kinds, args.n, args.seed, args.size, force=args.force, synth=synth)
             dt = time.perf_counter() - t0
