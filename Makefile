@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PRESET ?= cpu
 PYTEST_ARGS ?=
 
-.PHONY: run test setup setup-dev
+.PHONY: run test setup setup-dev assets
 setup:
 	scripts/setup.sh train,export
 setup-dev:
@@ -14,3 +14,6 @@ run: setup
 	$(PY) -m training.pipeline --preset $(PRESET)
 test: setup-dev
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+assets:  # rebuild the SynthMUSIC v2 asset pack from the Debian and npm registries
+	scripts/setup.sh --asset-sources dev
+	$(PY) -m training.data.build_assets --pack v2

@@ -1,20 +1,24 @@
 #!/usr/bin/env bash
 # Set up a fresh machine for avsl-edge: Debian packages (optional), a virtualenv, the package.
-#   scripts/setup.sh [--system] [EXTRAS]     e.g. scripts/setup.sh --system dev
-# --system installs the Debian packages the data/audio tests use (needs root or sudo).
+#   scripts/setup.sh [--system] [--asset-sources] [EXTRAS]     e.g. scripts/setup.sh --system dev
+# --system installs the Debian packages the data/audio tests use (needs root or sudo);
+# --asset-sources also those that only rebuilding the asset packs reads (python -m
+# training.data.build_assets [--pack v2]; v2 also fetches npm packages with node's npm).
 # EXTRAS defaults to "train,export"; the venv lives in $VENV (default .venv).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
 PYTHON=${PYTHON:-python3}
 system=0
+sources=0
 if [ "${1:-}" = "--system" ]; then system=1; shift; fi
+if [ "${1:-}" = "--asset-sources" ]; then system=1; sources=1; shift; fi
 extras=${1:-train,export}
 
 if [ "$system" = 1 ]; then
-  # csound-soundfont, sonic-pi-samples, lomiri-wallpapers-16.04 (and node's npm): only for rebuilding the v2
-  # asset pack (python -m training.data.build_assets --pack v2); the committed pack loads without them.
-  pkgs="fluidsynth fluid-soundfont-gm fonts-noto-color-emoji csound-soundfont sonic-pi-samples lomiri-wallpapers-16.04 libportaudio2 pulseaudio pulseaudio-utils libasound2-plugins ffmpeg xvfb xdotool"
+  pkgs="fluidsynth fluid-soundfont-gm fonts-noto-color-emoji libportaudio2 pulseaudio pulseaudio-utils libasound2-plugins ffmpeg xvfb xdotool"
+  # read only when the v2 pack is rebuilt; the committed packs load without them
+  if [ "$sources" = 1 ]; then pkgs="$pkgs csound-soundfont sonic-pi-samples lomiri-wallpapers-16.04 npm"; fi
   missing=$(for p in $pkgs; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || echo "$p"; done)
   if [ -n "$missing" ]; then
     SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"

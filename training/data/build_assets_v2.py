@@ -8,7 +8,7 @@ real recordings apart by *source id*, so that scenes can record what they used a
 hold a source out (``--hold-out-pictures`` / ``--hold-out-sounds`` of ``training.data.synth``).
 
 Needs (only here; the generator reads the committed pack):
-  - Debian packages (``scripts/setup.sh --system``): fluidsynth, fluid-soundfont-gm,
+  - Debian packages (``scripts/setup.sh --asset-sources``): fluidsynth, fluid-soundfont-gm,
     csound-soundfont, sonic-pi-samples, fonts-noto-color-emoji, lomiri-wallpapers-16.04
     (and timgm6mb-soundfont for ``--with-gpl``);
   - Python: pyfluidsynth, Pillow, resvg-py, scipy (``pip install 'avsl-edge[assets]'``);
