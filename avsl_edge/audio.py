@@ -103,9 +103,10 @@ def check_layout(shape: tuple[int, ...]) -> None:
         why = (f"has no channel axis: (samples, channels) allows at most {MAX_CHANNELS} channels; pass "
                "audio.reshape(-1) if it is one channel, audio.T if it is (channels, samples)")
     else:
-        why = (f"reads both as {samples} samples of {channels} channels and as {channels} samples of "
-               f"{samples} channels ((samples, channels) needs more samples than channels); pass a 1-D "
-               "array, or audio.T if it is (channels, samples)")
+        both = (f"is square" if samples == channels else
+                f"reads both as {samples} samples of {channels} channels and as {channels} samples of {samples} channels")
+        why = (f"{both} ((samples, channels) needs more samples than channels); pass a 1-D array, or audio.T "
+               "if it is (channels, samples)")
     raise AudioError(f"audio shape {tuple(shape)} {why}")
 
 
@@ -126,8 +127,9 @@ def to_mono_float32(audio: Any, *, layout_known: bool = False) -> np.ndarray:
     if a.size == 0:
         raise AudioError("audio is empty (0 samples)")
     if a.dtype.kind == "f":
-        a = a.astype(np.float32, copy=False)
-        if not np.isfinite(a).all():  # after the cast: a float64 beyond float32's range is infinite too
+        with np.errstate(over="ignore"):  # a float64 beyond float32's range becomes inf, refused just below
+            a = a.astype(np.float32, copy=False)
+        if not np.isfinite(a).all():
             raise AudioError("audio contains NaN or infinite samples")
     else:
         offset, scale = PCM_FORMATS[a.dtype]

@@ -40,7 +40,7 @@ def full_scale(a: np.ndarray) -> np.ndarray | None:
         return None
     if a.dtype.kind == "f":
         x = a.astype(np.float64)
-        if not np.isfinite(a.astype(np.float32)).all() or np.abs(x).max() > 2.0:
+        if not (np.isfinite(x).all() and np.abs(x).max() <= 2.0):
             return None
         return x
     bits = a.dtype.itemsize * 8
