@@ -141,8 +141,8 @@ def to_mono_float32(audio: Any, *, layout_known: bool = False) -> np.ndarray:
 
 def resample(audio: np.ndarray, rate_in: int, rate_out: int = SAMPLE_RATE) -> np.ndarray:
     """Resample 1-D float32 audio with soxr (high quality); a no-op when the rates are equal."""
-    if int(rate_in) <= 0 or int(rate_out) <= 0:
-        raise AudioError(f"sample rates must be positive, got {rate_in} -> {rate_out}")
+    if not all(_finite(r) and r > 0 and float(r) == int(r) for r in (rate_in, rate_out)):
+        raise AudioError(f"sample rates must be positive whole numbers of Hz, got {rate_in!r} -> {rate_out!r}")
     if int(rate_in) == int(rate_out):
         return np.asarray(audio, dtype=np.float32)
     return soxr.resample(np.asarray(audio, dtype=np.float32), int(rate_in), int(rate_out)).astype(

@@ -178,6 +178,14 @@ def test_bad_files_and_offsets_name_the_file(tmp_path):
             load_audio(good, 0.0, duration)
 
 
+@pytest.mark.parametrize("rate", [0, -16000, float("nan"), 44100.5, "16000", True])
+def test_file_sources_at_a_bad_rate_are_clear_errors(tmp_path, rate):
+    good = tmp_path / "good.wav"
+    soundfile.write(str(good), np.zeros(1600, np.float32), 8000)
+    with pytest.raises(AudioError, match="sample rates must be positive whole numbers of Hz"):
+        FileAudioSource(good, sample_rate=rate)
+
+
 # ------------------------------------------------------------------- through the model
 
 

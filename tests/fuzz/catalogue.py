@@ -30,6 +30,7 @@ import math
 import os
 import resource
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -139,16 +140,17 @@ class Ctx:
         return Job([self.python, "-m", mod, *map(str, args)], watch=watch or [], timeout=timeout)
 
     def script(self, path: str, *args: str | Path, watch: list[Path] | None = None, timeout: float | None = None) -> Job:
-        return Job([self.python, path, *map(str, args)], watch=watch or [], timeout=timeout)
+        return Job([self.python, str(self.repo / path), *map(str, args)], watch=watch or [], timeout=timeout)
 
 
 LIB_PRELUDE = r'''
 import math, sys
 import numpy as np
 import avsl_edge
-try:
+try:  # (an installed copy of another checkout may provide avsl_edge.errors: it must be this one's)
     from avsl_edge.errors import UserError as USER_ERRORS
-except ImportError:  # before the one base class: the error classes the library documents
+    assert issubclass(avsl_edge.BundleError, USER_ERRORS)
+except (ImportError, AssertionError):  # before the one base class: the error classes the library documents
     from avsl_edge.avcoco import AVCocoError
     from avsl_edge.media import MediaError
     USER_ERRORS = (avsl_edge.BundleError, avsl_edge.BackendError, avsl_edge.InputError, avsl_edge.AudioError,
@@ -253,6 +255,20 @@ def signature(path: Path) -> dict[str, object]:
     return out
 
 
+RUNNING: set[subprocess.Popen] = set()  # the cases' processes (each leads its own process group)
+
+
+def kill_group(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def stop(signum, frame) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def limit_memory() -> None:
     resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
     os.setsid()
@@ -273,13 +289,16 @@ def run_case(ctx: Ctx, case: Case) -> Outcome:
     timeout = job.timeout or ctx.timeout
     proc = subprocess.Popen(job.argv, cwd=job.cwd or d, env=ctx.env(), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, preexec_fn=limit_memory)
+    RUNNING.add(proc)
     try:
         out, err = proc.communicate(timeout=timeout)
         rc: int | None = proc.returncode
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, 9)
+        kill_group(proc)
         out, err = proc.communicate()
         rc = None
+    finally:
+        RUNNING.discard(proc)
     seconds = time.monotonic() - t0
     out_s, err_s = out.decode(errors="replace"), err.decode(errors="replace")
     lost = [w for w in job.watch if signature(w) != before[str(w)]]
@@ -1084,14 +1103,20 @@ def main(argv: list[str] | None = None) -> int:
     cases = [c for c in CASES if args.only in c.name]
     root = Path(tempfile.mkdtemp(prefix="avsl-catalogue-"))
     t0 = time.monotonic()
+    signal.signal(signal.SIGTERM, stop)  # stopped: kill the running cases and remove the copies
     try:
         ctx = Ctx(args.bundle, root, Path.cwd(), args.timeout)
         print(f"{len(cases)} cases, {args.jobs} at a time, in {root}", file=sys.stderr)
-        with ThreadPoolExecutor(args.jobs) as pool:
-            results = []
+        pool = ThreadPoolExecutor(args.jobs)
+        results = []
+        try:
             for r in pool.map(lambda c: run_case(ctx, c), cases):
                 print(f"  {r.outcome:<17} {r.name}", file=sys.stderr, flush=True)
                 results.append(r)
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
+            for proc in list(RUNNING):
+                kill_group(proc)
     finally:
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)
