@@ -103,7 +103,7 @@ def check_layout(shape: tuple[int, ...]) -> None:
         why = (f"has no channel axis: (samples, channels) allows at most {MAX_CHANNELS} channels; pass "
                "audio.reshape(-1) if it is one channel, audio.T if it is (channels, samples)")
     else:
-        both = (f"is square" if samples == channels else
+        both = ("is square" if samples == channels else
                 f"reads both as {samples} samples of {channels} channels and as {channels} samples of {samples} channels")
         why = (f"{both} ((samples, channels) needs more samples than channels); pass a 1-D array, or audio.T "
                "if it is (channels, samples)")

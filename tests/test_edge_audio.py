@@ -11,7 +11,13 @@ import pytest
 import soundfile
 
 import avsl_edge
-from avsl_edge.audio import MAX_CHANNELS, AudioError, check_layout, load_audio, to_mono_float32
+from avsl_edge.audio import (
+    MAX_CHANNELS,
+    AudioError,
+    check_layout,
+    load_audio,
+    to_mono_float32,
+)
 from avsl_edge.errors import UserError
 from avsl_edge.localizer import audio_window
 from runtime.microphone import FileAudioSource
