@@ -13,11 +13,14 @@ Inputs
   frame   (H, W, 3) uint8, OpenCV's BGR order by default (``rgb=True`` for RGB), or a PIL image
           in mode "RGB"; any size (it is stretched to the model's square input, as in training).
           Grey, 4-channel, non-uint8 or empty frames are an :class:`InputError`.
-  audio   1-D or (samples, channels) int16/int32/uint8/float array at any ``sample_rate``
-          (channels averaged, floats expected in [-1, 1]); resampled to 16 kHz with soxr. The LAST
-          1 s is used; a shorter clip is zero-padded at its start (the past), so the newest sound
-          stays at the end of the window, as in a live ring buffer. Empty, NaN/inf or
-          (channels, samples)-shaped audio is an :class:`~avsl_edge.audio.AudioError`.
+  audio   1-D or (samples, channels) array (at most 8 channels, more samples than channels;
+          other shapes, e.g. (channels, samples), are refused, not guessed) of int8/16/32 or
+          uint8/16/32 PCM (scaled by the format's full scale) or floats in [-1, 1], or a list of
+          numbers (integers are int16 PCM), at any ``sample_rate``; channels averaged, resampled
+          to 16 kHz with soxr. The LAST 1 s is used; a shorter clip is zero-padded at its start
+          (the past), so the newest sound stays at the end of the window, as in a live ring
+          buffer. Empty, NaN/inf, int64/uint64 (no PCM format: cast to the samples' own) or
+          ambiguously shaped audio is an :class:`~avsl_edge.audio.AudioError`.
 
 Decisions (:class:`Rules`, from the bundle manifest's ``postprocessing``; each can be overridden):
   1. audio gate: the window's RMS level >= ``audio_gate_db`` dBFS, else nothing is sounding
@@ -51,7 +54,8 @@ from typing import Any
 import numpy as np
 
 from .errors import UserError
-from .audio import CLIP_SAMPLES, SAMPLE_RATE, AudioError, fit_clip, resample, to_mono_float32
+from .audio import (CLIP_SAMPLES, FLOAT_PEAK_LIMIT, SAMPLE_RATE, AudioError, as_audio_array, check_layout, fit_clip,
+                    resample, to_mono_float32)
 from .backends import Backend
 from .boxes import BOX_METHODS, WORKING_RESOLUTION, sounding_boxes
 from .bundle import Bundle, Postprocessing
@@ -59,7 +63,6 @@ from .preprocess import normalize_chw, resize_rgb
 from .result import Box, Result
 
 MAX_SAMPLE_RATE = 768_000
-FLOAT_PEAK_LIMIT = 2.0  # float audio is expected in [-1, 1]; louder is taken for unscaled integers
 SILENCE_DB = -120.0     # the level reported for digital silence
 
 
@@ -161,11 +164,13 @@ class AudioState:
 
 
 def rms_db(x: np.ndarray) -> float:
-    """RMS level in dBFS (a full-scale square wave is 0 dBFS); digital silence is SILENCE_DB."""
+    """RMS level in dBFS, in [SILENCE_DB, 0]: a full-scale square wave is 0 dBFS, and so is
+    anything louder (float audio may overshoot [-1, 1] up to FLOAT_PEAK_LIMIT, the resampler may
+    ring a little past full scale); digital silence is SILENCE_DB."""
     if x.size == 0:
         return SILENCE_DB
     rms = float(np.sqrt(np.mean(np.square(x, dtype=np.float64))))
-    return max(SILENCE_DB, 20.0 * math.log10(rms)) if rms > 0 else SILENCE_DB
+    return min(0.0, max(SILENCE_DB, 20.0 * math.log10(rms))) if rms > 0 else SILENCE_DB
 
 
 def as_frame(frame: Any, rgb: bool = False) -> tuple[np.ndarray, bool]:
@@ -209,23 +214,20 @@ def check_sample_rate(sample_rate: Any) -> int:
 
 def audio_window(audio: Any, sample_rate: int = SAMPLE_RATE) -> tuple[np.ndarray, float]:
     """Audio as users have it -> (the model's 1 s clip at 16 kHz, the RMS level in dBFS of the
-    samples it holds: the last second of ``audio``, padding excluded)."""
+    samples it holds: the last second of ``audio``, padding excluded). The sample format and the
+    layout follow :func:`avsl_edge.audio.as_audio_array` and :func:`avsl_edge.audio.check_layout`."""
     rate = check_sample_rate(sample_rate)
-    if not isinstance(audio, np.ndarray):
-        if isinstance(audio, (list, tuple)):
-            audio = np.asarray(audio)
-        else:
-            raise AudioError(f"audio must be a numpy array, 1-D or (samples, channels), got {type(audio).__name__}")
-    if audio.dtype == np.bool_ or audio.dtype == object:
-        raise AudioError(f"audio dtype {audio.dtype} is not supported (use int16, int32, uint8 or float)")
+    audio = as_audio_array(audio)
+    check_layout(audio.shape)  # on the whole input: the shape the user passed decides its layout
     n_in = int(math.ceil(rate * CLIP_SAMPLES / SAMPLE_RATE))
     lead = 0 if rate == SAMPLE_RATE else max(64, rate // 20)  # resampler run-in, cut after resampling
-    tail = audio[-(n_in + lead):] if audio.ndim >= 1 and audio.shape[0] > n_in + lead else audio
-    mono = to_mono_float32(tail)
-    peak = float(np.max(np.abs(mono))) if mono.size else 0.0
-    if np.issubdtype(np.asarray(tail).dtype, np.floating) and peak > FLOAT_PEAK_LIMIT:
-        raise AudioError(f"float audio must be in [-1, 1] but peaks at {peak:.4g}; integer samples stored as "
-                         "floats need scaling (e.g. divide int16 values by 32768)")
+    tail = audio[-(n_in + lead):] if audio.shape[0] > n_in + lead else audio
+    if tail.dtype.kind == "f" and tail.size:
+        peak = float(np.max(np.abs(tail)))  # NaN and inf are left to to_mono_float32's message
+        if math.isfinite(peak) and peak > FLOAT_PEAK_LIMIT:
+            raise AudioError(f"float audio must be in [-1, 1] but peaks at {peak:.4g}; integer samples stored as "
+                             "floats need scaling (e.g. divide int16 values by 32768)")
+    mono = to_mono_float32(tail, layout_known=True)
     held = min(mono.shape[0], n_in)  # input samples inside the last second
     x = resample(mono, rate, SAMPLE_RATE)
     n_out = min(CLIP_SAMPLES, max(1, int(round(held * SAMPLE_RATE / rate))))

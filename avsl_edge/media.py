@@ -202,7 +202,7 @@ def read_audio_track(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE) ->
             for f in c.decode(audio=0):
                 arr = f.to_ndarray()  # planar: (channels, n); packed: (1, n * channels)
                 arr = arr.T if f.format.is_planar else arr.reshape(-1, len(f.layout.channels))
-                chunks.append(to_mono_float32(arr))
+                chunks.append(to_mono_float32(arr, layout_known=True))  # (frames, channels) by construction
     except av.FFmpegError as exc:
         raise MediaError(f"{path}: unreadable audio track ({exc})") from exc
     if not chunks:
