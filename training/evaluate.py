@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 from pathlib import Path
 
@@ -25,8 +26,8 @@ from avsl_edge.errors import UserError
 from avsl_edge.evaluation import EvalSettings, Prediction, score, write_report
 from avsl_edge.metrics import ClusterMatch, Thresholds
 from avsl_edge.preprocess import preprocess_frame
-from training.checkpoint import CheckpointError, load_checkpoint
-from training.config import EvalConfig, check_config, from_dict, inference_size
+from training.checkpoint import CheckpointError, load_checkpoint, require
+from training.config import DEVICE, EvalConfig, check_config, from_dict, inference_size
 from training.model import StageTwo
 
 
@@ -68,9 +69,16 @@ def load_model(path: Path, device: torch.device) -> tuple[StageTwo, dict]:
     ck = load_checkpoint(path, "stage_two")
     if "dictionary" not in ck:
         raise CheckpointError(f"{path}: a stage-two training state, not a final model; use <run>/model.pt")
-    cfg = from_dict(ck["config"])
+    require(ck, path, "config", "model", "classes", "cluster_to_class", "affinity", "nmi")
+    try:
+        cfg = from_dict(ck["config"])
+    except (ValueError, TypeError) as exc:
+        raise CheckpointError(f"{path}: its configuration cannot be read ({exc})") from exc
     model = StageTwo(cfg.model)
-    model.load_state_dict(ck["model"])
+    try:
+        model.load_state_dict(ck["model"])
+    except (RuntimeError, TypeError) as exc:
+        raise CheckpointError(f"{path}: the model weights do not fit its config ({exc})") from exc
     return model.to(device), ck
 
 
@@ -109,6 +117,13 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument(f"--{f.name.replace('_', '-')}", type={"int": int}.get(str(f.type), float), default=None)
     args = p.parse_args(argv)
     ckpt = args.checkpoint / "model.pt" if args.checkpoint.is_dir() else args.checkpoint
+    if not DEVICE.fullmatch(args.device) or args.device == "auto":
+        p.error(f"--device must be cpu, cuda or cuda:N; got {args.device!r}")
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        p.error(f"--device {args.device}: torch sees no CUDA device here (use --device cpu)")
+    for out in (args.json, args.markdown):  # checked before the model runs, not after
+        if out is not None and (out.is_dir() or not os.access(out if out.exists() else out.parent, os.W_OK)):
+            p.error(f"cannot write {out} ({'a folder' if out.is_dir() else 'no such folder or permission denied'})")
     try:
         overrides = {f: getattr(args, f) for f in EvalConfig.__dataclass_fields__ if getattr(args, f) is not None}
         table = evaluate(ckpt, args.data, device=args.device, overrides=overrides)
