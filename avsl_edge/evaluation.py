@@ -25,7 +25,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from . import metrics
-from .avcoco import AVCoco, AVImage
+from .avcoco import AVCoco, AVCocoError, AVImage
 
 
 @dataclass
@@ -46,8 +46,8 @@ def class_index(coco: AVCoco, model_classes: Sequence[str]) -> dict[str, int]:
     """Data class name -> model class index; names, not ids, link model and data."""
     unknown = sorted(set(coco.categories) - set(model_classes))
     if unknown:
-        raise ValueError(f"{coco.root}: classes {unknown} are not known to the model "
-                         f"(it knows {list(model_classes)})")
+        raise AVCocoError(f"{coco.root}: classes {unknown} are not known to the model "
+                          f"(it knows {list(model_classes)})")
     return {name: list(model_classes).index(name) for name in coco.categories}
 
 

@@ -23,7 +23,7 @@ from tqdm import tqdm
 from avsl_edge.avcoco import AVCoco, AVCocoError, load_avcoco, read_clip, read_frame
 from avsl_edge.audio import fit_clip
 from avsl_edge.errors import UserError
-from avsl_edge.evaluation import EvalSettings, Prediction, score, write_report
+from avsl_edge.evaluation import EvalSettings, Prediction, class_index, score, write_report
 from avsl_edge.metrics import ClusterMatch, Thresholds
 from avsl_edge.preprocess import preprocess_frame
 from training.checkpoint import CheckpointError, load_checkpoint, require
@@ -94,6 +94,7 @@ def evaluate(checkpoint: Path, data: Path, eval_cfg: EvalConfig | None = None, d
     if not coco.images:
         raise AVCocoError(f"{data}: the data folder has no images")
     classes = list(ck["classes"])
+    class_index(coco, classes)  # data classes the model does not know: an error before the model runs
     match = ClusterMatch.from_cluster_to_class(ck["cluster_to_class"].numpy(), len(classes), ck["affinity"].numpy())
     dictionary = ck["dictionary"].to(dev)
     size = inference_size(check_config(dataclasses.replace(cfg, eval=eval_cfg)))
@@ -112,13 +113,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", required=True, type=Path, help="an AV-COCO folder")
     p.add_argument("--json", type=Path, help="write the table as JSON here")
     p.add_argument("--markdown", type=Path, help="write the table as markdown here")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help="auto | cpu | cuda | cuda:N")
     for f in dataclasses.fields(EvalConfig):
         p.add_argument(f"--{f.name.replace('_', '-')}", type={"int": int}.get(str(f.type), float), default=None)
     args = p.parse_args(argv)
     ckpt = args.checkpoint / "model.pt" if args.checkpoint.is_dir() else args.checkpoint
-    if not DEVICE.fullmatch(args.device) or args.device == "auto":
-        p.error(f"--device must be cpu, cuda or cuda:N; got {args.device!r}")
+    if not DEVICE.fullmatch(args.device):
+        p.error(f"--device must be auto, cpu, cuda or cuda:N; got {args.device!r}")
+    if args.device == "auto":
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         p.error(f"--device {args.device}: torch sees no CUDA device here (use --device cpu)")
     for out in (args.json, args.markdown):  # checked before the model runs, not after

@@ -312,8 +312,7 @@ def train(cfg: RunConfig, run_dir: Path, d: du.Dist, device: torch.device, log: 
         if sched is not None and not ck.get("scheduler"):
             raise CheckpointError(f"{state_path}: stage one ran with a constant learning rate; resume it with "
                                   f"--stage_one.lr_schedule constant, or start afresh with --force")
-        gone = [p.name for p in map(round_file, [run_dir] * ck["next_round"], range(ck["next_round"]))
-                if not p.is_file()]
+        gone = [p.name for p in (round_file(run_dir, r) for r in range(ck["next_round"])) if not p.is_file()]
         if gone:  # a round cannot be remade from the last epoch's state: stage one starts over
             if d.is_main:
                 print(f"stage one: {', '.join(gone)} gone from {run_dir / 'rounds'}: training stage one again")
