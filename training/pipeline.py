@@ -24,7 +24,6 @@ import torch
 from avsl_edge.avcoco import load_avcoco
 from avsl_edge.errors import UserError
 from avsl_edge.evaluation import markdown_table, write_report
-from avsl_edge.fileio import atomic_path
 from avsl_edge.metrics import ClusterMatch
 from training import distributed as du
 from training import stage_one, stage_two
