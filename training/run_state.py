@@ -135,7 +135,8 @@ class State:
             done = {step: self._inside(step, value, legacy) if step in PATH_STEPS and isinstance(value, str)
                     else value for step, value in raw["done"].items()}
         elif self.path.exists():
-            raise RunStateError(f"{self.path}: is not a file; {FORCE_HINT}")
+            raise RunStateError(f"{self.path}: is not a file; remove it and resume (every step then runs again, "
+                                f"the two stages from their last checkpoints), or start afresh with --force")
         else:
             done = {}
         self.data = {"format": STATE_FORMAT, "version": STATE_VERSION, "done": done}
