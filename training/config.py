@@ -369,7 +369,7 @@ def _check_value(key: str, tp: Any, v: Any) -> Any:
     else:
         ok = True
     if not ok:
-        raise ConfigError(f"config: {key} is {v!r}, not a {getattr(tp, '__name__', tp)}")
+        raise ConfigError(f"config: {key} is {v!r}; expected {getattr(tp, '__name__', tp)}")
     return v
 
 
@@ -379,7 +379,8 @@ def from_dict(d: dict[str, Any]) -> RunConfig:
 
     def build(cls, values, prefix):
         if not isinstance(values, dict):
-            raise ConfigError(f"config: {prefix or 'the configuration'} is {type(values).__name__}, not a table")
+            raise ConfigError(f"config: {prefix.rstrip('.') or 'the configuration'} is {type(values).__name__}, "
+                              f"not a table")
         hints = typing.get_type_hints(cls)
         kwargs = {}
         names = {f.name for f in dataclasses.fields(cls)}
@@ -388,7 +389,7 @@ def from_dict(d: dict[str, Any]) -> RunConfig:
                 raise ConfigError(f"config: unknown key {cls.__name__}.{k}")
             tp = hints[k]
             if dataclasses.is_dataclass(tp):
-                kwargs[k] = build(tp, v, f"{prefix}{k}")
+                kwargs[k] = build(tp, v, f"{prefix}{k}.")
             else:
                 kwargs[k] = _check_value(f"{prefix}{k}", tp, v)
         return cls(**kwargs)
