@@ -47,7 +47,7 @@ def class_index(coco: AVCoco, model_classes: Sequence[str]) -> dict[str, int]:
     unknown = sorted(set(coco.categories) - set(model_classes))
     if unknown:
         raise AVCocoError(f"{coco.root}: classes {unknown} are not known to the model "
-                         f"(it knows {list(model_classes)})")
+                          f"(it knows {list(model_classes)})")
     return {name: list(model_classes).index(name) for name in coco.categories}
 
 

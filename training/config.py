@@ -13,6 +13,7 @@ import argparse
 import dataclasses
 import json
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -20,12 +21,13 @@ from pathlib import Path
 from typing import Any
 
 from avsl_edge.errors import UserError
+from avsl_edge.fileio import atomic_path
 from training.data.classes import CLASSES
 from training.model import ModelConfig
 
 
 class ConfigError(UserError, ValueError):
-    """A configuration value (preset, override, saved config) that cannot be used; names the option."""
+    """A configuration (file or option) that cannot be used; the message names the option or file."""
 
 
 @dataclass
@@ -166,7 +168,59 @@ def check_config(cfg: RunConfig) -> RunConfig:
     if cfg.model.num_clusters < len(CLASSES):
         raise ConfigError(f"--model.num_clusters {cfg.model.num_clusters} is smaller than the {len(CLASSES)} classes; "
                          f"every class needs at least one cluster")
+    _check_counts(cfg)
     return cfg
+
+
+DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
+
+
+def _check_counts(cfg: RunConfig) -> None:
+    """Sizes, rates and names a run cannot go on with (they would fail deep inside training)."""
+    at_least = {"data.image_size": 32, "data.train_scenes": 1, "data.val_scenes": 1, "data.stage_two_scenes": 1,
+                "data.test_per_kind": 1, "data.duet_scenes": 0, "data.seed": 0, "seed": 0, "threads": 0,
+                "workers": 0, "stage_one.epochs": 1, "stage_one.batch_size": 1, "stage_one.init_num": 0,
+                "stage_one.class_epochs": 0, "stage_one.kmeans_n_init": 1, "stage_one.kmeans_max_iter": 1,
+                "stage_one.mosaic_from": 0, "stage_two.epochs": 0, "stage_two.duet_epochs": 0,
+                "stage_two.batch_size": 1, "stage_two.gate_warmup_epochs": 0, "stage_two.round": -1,
+                "eval.figure_examples": 0}
+    if cfg.stage_one.objective == "all_pairs":  # every other image of the batch is a clip's negative
+        at_least.update({"stage_one.batch_size": 2, "data.train_scenes": 2})
+    if cfg.stage_two.objective == "all_pairs":
+        at_least.update({"stage_two.batch_size": 2, "data.stage_two_scenes": 2})
+    for key, low in at_least.items():
+        value = _get(cfg, key)
+        if value < low:
+            raise ConfigError(f"--{key} must be at least {low}; got {value}")
+    for key in ("stage_one.lr", "stage_one.class_lr", "stage_one.weight_decay", "stage_one.mask_threshold",
+                "stage_two.lr", "stage_two.weight_decay", "stage_two.loc_weight", "stage_two.temperature"):
+        value, positive = _get(cfg, key), key.endswith("temperature")
+        if not (math.isfinite(value) and (value > 0 if positive else value >= 0)):
+            raise ConfigError(f"--{key} must be a finite number {'>' if positive else '>='} 0; got {value}")
+    if cfg.model.num_clusters > cfg.data.train_scenes:
+        raise ConfigError(f"--model.num_clusters {cfg.model.num_clusters} is more than the "
+                          f"{cfg.data.train_scenes} training scenes (--data.train_scenes) K-means can split")
+    if cfg.stage_two.duet_epochs and cfg.data.duet_scenes <= 0:
+        raise ConfigError("--stage_two.duet_epochs > 0 needs --data.duet_scenes > 0")
+    s1 = cfg.stage_one
+    rounds = max(s1.epochs - s1.init_num, 0) if s1.alternate else 0
+    if cfg.stage_two.round >= max(rounds, 1):
+        raise ConfigError(f"--stage_two.round {cfg.stage_two.round}: stage one makes rounds 0-{max(rounds, 1) - 1} "
+                          f"only (-1 = the last)")
+    from training.data.synth import KINDS  # the kinds a test split can hold (imported late: synth is large)
+
+    bad = [k for k in cfg.data.test_kinds if k not in KINDS] or ([] if cfg.data.test_kinds else ["(none)"])
+    if bad:
+        raise ConfigError(f"--data.test_kinds: unknown scene kind(s) {', '.join(bad)}; choose from {', '.join(KINDS)}")
+    if not DEVICE.fullmatch(cfg.device):
+        raise ConfigError(f"--device must be auto, cpu, cuda or cuda:N; got {cfg.device!r}")
+
+
+def _get(cfg: RunConfig, key: str) -> Any:
+    owner = cfg
+    for part in key.split("."):
+        owner = getattr(owner, part)
+    return owner
 
 
 def preset(name: str) -> RunConfig:
@@ -306,10 +360,35 @@ def to_dict(cfg: Any) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 
 
-def from_dict(d: dict[str, Any]) -> RunConfig:
-    """Inverse of :func:`to_dict` (tuples restored; unknown keys are an error)."""
+def _check_value(key: str, tp: Any, v: Any) -> Any:
+    """``v`` as JSON gives it, checked against the field type (ints are fine for floats)."""
+    if tp is bool or tp is str:
+        ok = isinstance(v, tp)
+    elif tp is int:
+        ok = isinstance(v, int) and not isinstance(v, bool)
+    elif tp is float:
+        ok = isinstance(v, (int, float)) and not isinstance(v, bool)
+        v = float(v) if ok else v
+    elif typing.get_origin(tp) is tuple:
+        ok = isinstance(v, (list, tuple)) and all(isinstance(x, str) for x in v)
+        v = tuple(v) if ok else v
+    elif typing.get_origin(tp) is typing.Literal:
+        ok = v in typing.get_args(tp)
+    else:
+        ok = True
+    if not ok:
+        raise ConfigError(f"config: {key} is {v!r}; expected {getattr(tp, '__name__', tp)}")
+    return v
 
-    def build(cls, values):
+
+def from_dict(d: dict[str, Any]) -> RunConfig:
+    """Inverse of :func:`to_dict` (tuples restored; unknown keys and values of the wrong type are a
+    ConfigError; missing keys keep their defaults)."""
+
+    def build(cls, values, prefix):
+        if not isinstance(values, dict):
+            raise ConfigError(f"config: {prefix.rstrip('.') or 'the configuration'} is {type(values).__name__}, "
+                              f"not a table")
         hints = typing.get_type_hints(cls)
         kwargs = {}
         names = {f.name for f in dataclasses.fields(cls)}
@@ -318,19 +397,25 @@ def from_dict(d: dict[str, Any]) -> RunConfig:
                 raise ConfigError(f"config: unknown key {cls.__name__}.{k}")
             tp = hints[k]
             if dataclasses.is_dataclass(tp):
-                kwargs[k] = build(tp, v)
-            elif typing.get_origin(tp) is tuple:
-                kwargs[k] = tuple(v)
+                kwargs[k] = build(tp, v, f"{prefix}{k}.")
             else:
-                kwargs[k] = v
+                kwargs[k] = _check_value(f"{prefix}{k}", tp, v)
         return cls(**kwargs)
 
-    return build(RunConfig, d)
+    return build(RunConfig, d, "")
 
 
 def save_config(cfg: RunConfig, path: Path) -> None:
-    path.write_text(json.dumps(to_dict(cfg), indent=2) + "\n")
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(to_dict(cfg), indent=2) + "\n")
 
 
 def load_config(path: Path) -> RunConfig:
-    return from_dict(json.loads(Path(path).read_text()))
+    """A run's config.json; a ConfigError naming the file when it is missing, damaged or foreign."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no run configuration (config.json) there")
+    try:
+        return from_dict(json.loads(path.read_text()))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:  # ConfigError is a ValueError too
+        raise ConfigError(f"{path}: damaged or foreign run configuration ({exc})") from exc

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 from pathlib import Path
 
@@ -22,12 +23,12 @@ from tqdm import tqdm
 from avsl_edge.avcoco import AVCoco, AVCocoError, load_avcoco, read_clip, read_frame
 from avsl_edge.audio import fit_clip
 from avsl_edge.errors import UserError
-from avsl_edge.evaluation import EvalSettings, Prediction, score, write_report
+from avsl_edge.evaluation import EvalSettings, Prediction, class_index, score, write_report
 from avsl_edge.fileio import check_outputs
 from avsl_edge.metrics import ClusterMatch, Thresholds
 from avsl_edge.preprocess import preprocess_frame
-from training.checkpoint import CheckpointError, load_checkpoint
-from training.config import EvalConfig, check_config, from_dict, inference_size
+from training.checkpoint import CheckpointError, load_checkpoint, require
+from training.config import DEVICE, EvalConfig, check_config, from_dict, inference_size
 from training.model import StageTwo
 
 
@@ -69,9 +70,16 @@ def load_model(path: Path, device: torch.device) -> tuple[StageTwo, dict]:
     ck = load_checkpoint(path, "stage_two")
     if "dictionary" not in ck:
         raise CheckpointError(f"{path}: a stage-two training state, not a final model; use <run>/model.pt")
-    cfg = from_dict(ck["config"])
+    require(ck, path, "config", "model", "classes", "cluster_to_class", "affinity", "nmi")
+    try:
+        cfg = from_dict(ck["config"])
+    except (ValueError, TypeError) as exc:
+        raise CheckpointError(f"{path}: its configuration cannot be read ({exc})") from exc
     model = StageTwo(cfg.model)
-    model.load_state_dict(ck["model"])
+    try:
+        model.load_state_dict(ck["model"])
+    except (RuntimeError, TypeError) as exc:
+        raise CheckpointError(f"{path}: the model weights do not fit its config ({exc})") from exc
     return model.to(device), ck
 
 
@@ -87,6 +95,7 @@ def evaluate(checkpoint: Path, data: Path, eval_cfg: EvalConfig | None = None, d
     if not coco.images:
         raise AVCocoError(f"{data}: the data folder has no images")
     classes = list(ck["classes"])
+    class_index(coco, classes)  # data classes the model does not know: an error before the model runs
     match = ClusterMatch.from_cluster_to_class(ck["cluster_to_class"].numpy(), len(classes), ck["affinity"].numpy())
     dictionary = ck["dictionary"].to(dev)
     size = inference_size(check_config(dataclasses.replace(cfg, eval=eval_cfg)))
@@ -105,11 +114,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", required=True, type=Path, help="an AV-COCO folder")
     p.add_argument("--json", type=Path, help="write the table as JSON here")
     p.add_argument("--markdown", type=Path, help="write the table as markdown here")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help="auto | cpu | cuda | cuda:N")
     for f in dataclasses.fields(EvalConfig):
         p.add_argument(f"--{f.name.replace('_', '-')}", type={"int": int}.get(str(f.type), float), default=None)
     args = p.parse_args(argv)
     ckpt = args.checkpoint / "model.pt" if args.checkpoint.is_dir() else args.checkpoint
+    if not DEVICE.fullmatch(args.device):
+        p.error(f"--device must be auto, cpu, cuda or cuda:N; got {args.device!r}")
+    if args.device == "auto":
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        p.error(f"--device {args.device}: torch sees no CUDA device here (use --device cpu)")
+    for out in (args.json, args.markdown):  # checked before the model runs, not after
+        if out is not None and (out.is_dir() or not os.access(out if out.exists() else out.parent, os.W_OK)):
+            p.error(f"cannot write {out} ({'a folder' if out.is_dir() else 'no such folder or permission denied'})")
     try:
         check_outputs({"--json": args.json, "--markdown": args.markdown},
                       {"--checkpoint": ckpt, "--data": args.data})

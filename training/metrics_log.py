@@ -11,7 +11,7 @@ from typing import Any
 class MetricsLog:
     def __init__(self, path: Path | None, tensorboard: bool = False):
         self.path = path
-        self._fh = open(path, "a", encoding="utf-8") if path is not None else None
+        self._fh = None  # opened at the first record: a run that stops before it leaves no empty log
         self._tb = None
         if tensorboard and path is not None:
             try:
@@ -22,8 +22,10 @@ class MetricsLog:
         self._step: dict[str, int] = {}
 
     def write(self, **record: Any) -> None:
-        if self._fh is None:
+        if self.path is None:
             return
+        if self._fh is None:
+            self._fh = open(self.path, "a", encoding="utf-8")
         record = {"time": round(time.time(), 3), **record}
         self._fh.write(json.dumps(record) + "\n")
         self._fh.flush()

@@ -14,8 +14,7 @@ curves.png and figure.png, and (when the export package is importable) the ONNX 
 from __future__ import annotations
 
 import argparse
-import json
-import shutil
+import os
 import sys
 import time
 from pathlib import Path
@@ -25,13 +24,15 @@ import torch
 from avsl_edge.avcoco import load_avcoco
 from avsl_edge.errors import UserError
 from avsl_edge.evaluation import markdown_table, write_report
-from avsl_edge.fileio import atomic_path
 from avsl_edge.metrics import ClusterMatch
 from training import distributed as du
 from training import stage_one, stage_two
 from training.banks import synth_config
+from training.checkpoint import verify_checkpoint
 from training.config import (RunConfig, add_override_arguments, apply_overrides, check_config,
                              collect_overrides, inference_size, load_config, preset, save_config)
+from training.run_state import (FORCE_HINT, PATH_STEPS, RUN_OUTPUTS, RunFolderError, State, clear_run,  # noqa: F401
+                                run_signature)
 from training.data.synth import SynthMusic, contact_sheet, scene_seed, write_split
 from training.evaluate import evaluate, load_model, predict
 from training.metrics_log import MetricsLog
@@ -40,44 +41,34 @@ from training.report import figure_grid, plot_curves
 
 TEST_SEED_OFFSET = 1_000_003  # the fixed test split never shares a seed with training scenes
 
-
-# everything a run writes into its folder; --force removes these (and nothing else) before it starts
-RUN_OUTPUTS = ("state.json", "config.json", "metrics.jsonl", "stage_one_last.pt", "stage_one.json", "rounds",
-               "stage_two_last.pt", "stage_two.json", "model.pt", "eval.json", "eval.md", "report.md", "curves.png",
-               "figure.png", "data/test", "data/contact_sheet.png", "bundle")
-
-
-def clear_run(run_dir: Path) -> list[str]:
-    """Remove an earlier run's outputs from ``run_dir`` (a fresh run would otherwise append to its
-    metrics log and leave its later rounds and bundle files behind); other files stay. Returns
-    what was removed."""
-    removed = []
-    for name in RUN_OUTPUTS:
-        path = run_dir / name
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
-        elif path.exists() or path.is_symlink():
-            path.unlink()
-        else:
-            continue
-        removed.append(name)
-    return removed
+# what each step's result is made from: a step runs again when one of these ran in this call
+DEPENDS = {"stage_two": ("stage_one",), "evaluate": ("data", "stage_two"), "report": ("evaluate",),
+           "export": ("data", "stage_two")}
+CHECKPOINT_STEPS = ("stage_one", "stage_two")  # their value is a checkpoint, verified when it is reused
 
 
-class State:
-    """Which steps of a run are finished (``state.json``), so ``--resume`` skips them."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self.data = json.loads(path.read_text()) if path.is_file() else {"done": {}}
-
-    def done(self, step: str):
-        return self.data["done"].get(step)
-
-    def mark(self, step: str, value=True) -> None:
-        self.data["done"][step] = value
-        with atomic_path(self.path) as tmp:
-            tmp.write_text(json.dumps(self.data, indent=2))
+def check_out(out: Path, resume: bool, force: bool) -> str | None:
+    """Why ``out`` cannot take this run (a usage error), or None. Nothing is written or removed here."""
+    if out.exists() and not out.is_dir():
+        return f"--out {out} is a file, not a folder"
+    if resume:
+        if not out.is_dir():
+            return f"--resume: {out} does not exist"
+        if not (out / "config.json").is_file():
+            return f"--resume: {out} holds no run (no config.json)"
+    elif out.is_dir() and any(out.iterdir()):
+        why = run_signature(out)
+        if why is not None:
+            return (f"{out} is not empty and holds no run ({why}); --force removes only a run's own outputs, "
+                    f"so {FORCE_HINT}")
+        if not force:
+            return f"{out} already holds a run; pass --resume to continue it or --force to start afresh"
+    existing = next(p for p in (out, *out.absolute().parents) if p.exists())
+    if not existing.is_dir():
+        return f"--out {out}: {existing} is a file, not a folder"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"--out {out}: cannot write into {existing} (permission denied)"
+    return None
 
 
 def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, RunConfig]:
@@ -86,7 +77,8 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, RunConfig]:
     p.add_argument("--preset", default="cpu", choices=["smoke", "cpu", "paper"])
     p.add_argument("--out", help="run folder (default: runs/<preset>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out where it stopped")
-    p.add_argument("--force", action="store_true", help="start afresh in a non-empty --out (the earlier run's outputs are removed first)")
+    p.add_argument("--force", action="store_true", help="start afresh in --out: the earlier run's outputs are "
+                   "removed first (only in a folder that holds a run, and only the files a run writes)")
     p.add_argument("--no-alternate", action="store_true", help="ablation: location epochs only (no alternating optimisation)")
     p.add_argument("--visual-init", choices=["scratch", "imagenet"], help="visual backbone init (default scratch)")
     p.add_argument("--visual-weights", help="LOCAL torchvision resnet18 state dict for --visual-init imagenet")
@@ -95,6 +87,8 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, RunConfig]:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     add_override_arguments(p)
     args = p.parse_args(argv)
+    if args.resume and args.force:
+        p.error("--resume continues a run and --force starts it afresh: pass one of them")
     overrides = collect_overrides(args)
     if args.no_alternate:
         overrides["stage_one.alternate"] = "false"
@@ -108,27 +102,31 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, RunConfig]:
         overrides["export"] = "false"
     out = Path(args.out or overrides.get("out") or preset(args.preset).out)
     overrides["out"] = str(out)
+    if (why := check_out(out, args.resume, args.force)) is not None:
+        p.error(why)
     try:
         if args.resume:
-            if not (out / "config.json").is_file():
-                p.error(f"--resume: {out} holds no run (no config.json)")
             saved = load_config(out / "config.json")
             cfg = apply_overrides(saved, overrides)
             ran, asked = saved.stage_one.lr_schedule, cfg.stage_one.lr_schedule
             if ran != asked and (out / "stage_one_last.pt").is_file():
                 p.error(f"--resume: stage one in {out} ran with --stage_one.lr_schedule {ran}; it cannot go on "
                         f"with {asked} (resume without that option, or start afresh with --force)")
+            State(out)  # a damaged state.json is a usage error before anything is written
         else:
             cfg = apply_overrides(preset(args.preset), overrides)
         check_config(cfg)
-    except ValueError as exc:
+    except (ValueError, UserError) as exc:
         p.error(str(exc))
-    if not args.resume:
-        if out.exists() and any(out.iterdir()) and not args.force:
-            p.error(f"{out} already holds a run; pass --resume to continue it or --force to start afresh")
     if cfg.visual_init == "imagenet" and not cfg.visual_weights:
         p.error("--visual-init imagenet needs --visual-weights PATH (a local torchvision resnet18 state dict); "
                 "nothing is downloaded")
+    if cfg.visual_init == "imagenet" and not Path(cfg.visual_weights).is_file():
+        p.error(f"--visual-weights {cfg.visual_weights}: no such file (nothing is downloaded)")
+    if cfg.device.startswith("cuda") and not torch.cuda.is_available():
+        p.error(f"--device {cfg.device}: torch sees no CUDA device here (use --device cpu or auto)")
+    if cfg.device.startswith("cuda:") and int(cfg.device[5:]) >= torch.cuda.device_count():
+        p.error(f"--device {cfg.device}: torch sees {torch.cuda.device_count()} CUDA device(s) only")
     return args, cfg
 
 
@@ -138,27 +136,57 @@ def run(cfg: RunConfig, resume: bool = False, progress: bool = True) -> Path:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     run_dir = Path(cfg.out)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RunFolderError(f"--out {run_dir}: cannot create the run folder ({exc.strerror or exc})") from exc
     if not resume:
-        if d.is_main and (removed := clear_run(run_dir)):
-            print(f"run folder {run_dir}: removed the earlier run's {', '.join(removed)}")
+        if d.is_main:
+            if (why := run_signature(run_dir)) is not None and any(run_dir.iterdir()):
+                raise RunFolderError(f"{run_dir} is not empty and holds no run ({why}); {FORCE_HINT}")
+            if removed := clear_run(run_dir):
+                print(f"run folder {run_dir}: removed the earlier run's {', '.join(removed)}")
         du.barrier(d)
-    state = State(run_dir / "state.json")
+    state = State(run_dir)
+    if d.is_main:  # first: config.json is what marks the folder as a run's
+        try:
+            save_config(cfg, run_dir / "config.json")
+        except OSError as exc:
+            raise RunFolderError(f"--out {run_dir}: cannot write into the run folder ({exc.strerror or exc})") from exc
+        print(f"run folder {run_dir} (preset {cfg.preset}, {d.world_size} process(es), device {device})")
     log = MetricsLog(run_dir / "metrics.jsonl" if d.is_main else None)
     timings: dict[str, float] = state.done("timings") or {}
-    if d.is_main:
-        save_config(cfg, run_dir / "config.json")
-        print(f"run folder {run_dir} (preset {cfg.preset}, {d.world_size} process(es), device {device})")
+    test_dir = run_dir / "data" / "test"
+    ran: set[str] = set()
+
+    def reusable(name: str):
+        """A resumed run's value of ``name`` when the step need not run again: it finished, what
+        it is made from did not run again, and the file it left is still there (and intact)."""
+        value = state.done(name) if resume else None
+        if not value or any(dep in ran for dep in DEPENDS.get(name, ())):
+            return None
+        if isinstance(value, str) and name in PATH_STEPS:
+            gone = [p for p in (value, *((test_dir / "annotations.json",) if name == "data" else ()))
+                    if not Path(p).exists()]
+            if gone:
+                if d.is_main:
+                    print(f"[{name}] done earlier, but {gone[0]} is gone: running it again")
+                return None
+            if name in CHECKPOINT_STEPS:
+                verify_checkpoint(value)
+        return value
 
     def step(name: str, fn, all_ranks: bool = True):
         """Run ``fn`` unless a resumed run finished it; ``all_ranks``: every process takes part
         (and they meet at a barrier after it), else only rank 0 runs it."""
-        if resume and state.done(name):
+        value = reusable(name)
+        if value is not None:
             if d.is_main:
                 print(f"[{name}] done earlier, skipped")
-            return state.done(name)
+            return value
         t0 = time.time()
         value = fn()
+        ran.add(name)
         timings[name] = round(time.time() - t0, 1)
         if d.is_main:
             state.mark(name, value if value is not None else True)
@@ -167,8 +195,6 @@ def run(cfg: RunConfig, resume: bool = False, progress: bool = True) -> Path:
         if all_ranks:
             du.barrier(d)
         return value
-
-    test_dir = run_dir / "data" / "test"
 
     def make_data():
         if d.is_main:

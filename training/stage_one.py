@@ -28,7 +28,7 @@ from avsl_edge.metrics import match_clusters
 from training import distributed as du
 from training.banks import (SceneBank, augment, build_bank, eval_transform, negatives, outside, render_size,
                             shrink_into_mosaics, train_transform)
-from training.checkpoint import load_checkpoint, save_checkpoint
+from training.checkpoint import CheckpointError, load_checkpoint, require, save_checkpoint
 from training.config import ConfigError, RunConfig, check_config, to_dict
 from training.data.classes import CLASSES
 from training.metrics_log import MetricsLog
@@ -59,7 +59,10 @@ def _interleave(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 def build_model(cfg: RunConfig) -> StageOne:
     model = StageOne(cfg.model)
     if cfg.visual_init == "imagenet":
-        load_imagenet_weights(model.image.backbone, cfg.visual_weights or None)
+        try:
+            load_imagenet_weights(model.image.backbone, cfg.visual_weights or None)
+        except (OSError, ValueError, RuntimeError) as exc:  # missing, unreadable, or not a resnet18 state dict
+            raise ConfigError(f"--visual-weights: {exc}") from exc
     elif cfg.visual_init != "scratch":
         raise ConfigError(f"--visual_init must be 'scratch' or 'imagenet', got {cfg.visual_init!r}")
     return model
@@ -273,7 +276,7 @@ def make_round(model, opt_main, data, cfg, round_id, epoch, run_dir, d, device, 
     if d.is_main:
         log.write(phase="stage1_round", **stats)
         save_checkpoint(
-            run_dir / "rounds" / f"round_{round_id:03d}.pt", "stage_one",
+            round_file(run_dir, round_id), "stage_one",
             round=round_id, epoch=epoch, config=to_dict(cfg), classes=list(CLASSES),
             model=_unwrap(model).state_dict(), dictionary=result["dictionary"],
             centroids=result["centroids"], pseudo_labels=result["pseudo"],
@@ -308,16 +311,26 @@ def train(cfg: RunConfig, run_dir: Path, d: du.Dist, device: torch.device, log: 
     start, round_id, history = 0, 0, []
     if resume and state_path.is_file():
         ck = load_checkpoint(state_path, "stage_one")
-        model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["optimizer"])
-        if sched is not None:
-            if not ck.get("scheduler"):
-                raise ConfigError(f"{state_path}: stage one ran with a constant learning rate; resume it with "
-                                 f"--stage_one.lr_schedule constant, or start afresh with --force")
-            sched.load_state_dict(ck["scheduler"])
-        start, round_id, history = ck["epoch"] + 1, ck["next_round"], json.loads(ck["history"])
-        if d.is_main:
-            print(f"stage one: resuming after epoch {ck['epoch']} (next round {round_id})")
+        require(ck, state_path, "epoch", "next_round", "model", "optimizer", "history")
+        if sched is not None and not ck.get("scheduler"):
+            raise CheckpointError(f"{state_path}: stage one ran with a constant learning rate; resume it with "
+                                  f"--stage_one.lr_schedule constant, or start afresh with --force")
+        gone = [p.name for p in (round_file(run_dir, r) for r in range(ck["next_round"])) if not p.is_file()]
+        if gone:  # a round cannot be remade from the last epoch's state: stage one starts over
+            if d.is_main:
+                print(f"stage one: {', '.join(gone)} gone from {run_dir / 'rounds'}: training stage one again")
+        else:
+            try:
+                model.load_state_dict(ck["model"])
+                opt.load_state_dict(ck["optimizer"])
+                if sched is not None:
+                    sched.load_state_dict(ck["scheduler"])
+                start, round_id, history = ck["epoch"] + 1, ck["next_round"], json.loads(ck["history"])
+            except (RuntimeError, ValueError, KeyError, TypeError) as exc:
+                raise CheckpointError(f"{state_path}: does not fit this run's model or optimiser "
+                                      f"({type(exc).__name__}: {exc}); start afresh with --force") from exc
+            if d.is_main:
+                print(f"stage one: resuming after epoch {ck['epoch']} (next round {round_id})")
     wrapped = DDP(model, find_unused_parameters=True) if d.enabled else model
     for epoch in range(start, cfg.stage_one.epochs):
         stats = location_epoch(wrapped, opt, data, cfg, epoch, d, device, log, progress and d.is_main)
@@ -348,4 +361,8 @@ def train(cfg: RunConfig, run_dir: Path, d: du.Dist, device: torch.device, log: 
         (run_dir / "stage_one.json").write_text(json.dumps(
             {"history": history, "rounds": round_id, "seconds": time.time() - t0}, indent=2))
     chosen = cfg.stage_two.round if cfg.stage_two.round >= 0 else round_id - 1
-    return run_dir / "rounds" / f"round_{chosen:03d}.pt"
+    return round_file(run_dir, chosen)
+
+
+def round_file(run_dir: Path, round_id: int) -> Path:
+    return run_dir / "rounds" / f"round_{round_id:03d}.pt"

@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from training import distributed as du
 from training.banks import SceneBank, build_bank, negatives, train_transform
-from training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from training.checkpoint import CheckpointError, load_checkpoint, require, save_checkpoint, sha256_of
 from training.config import ConfigError, RunConfig, check_config, to_dict
 from training.metrics_log import MetricsLog
 from training.model import AudioTeacher, StageTwo, global_score, quadrant_scores, stage_two_losses
@@ -29,7 +29,7 @@ from training.model import AudioTeacher, StageTwo, global_score, quadrant_scores
 def load_round(path: Path, cfg: RunConfig) -> dict:
     """A stage-one round file: model + dictionary + pseudo-label bookkeeping of one round."""
     ck = load_checkpoint(path, "stage_one")
-    for key in ("round", "dictionary", "model", "cluster_to_class"):
+    for key in ("round", "dictionary", "model", "cluster_to_class", "classes", "affinity", "centroids", "nmi"):
         if key not in ck:
             raise CheckpointError(f"{path}: not a clustering-round file (no '{key}'); use rounds/round_NNN.pt")
     k = ck["dictionary"].shape[0]
@@ -65,7 +65,7 @@ def _epoch(student, teacher, dictionary, bank: SceneBank, cfg: RunConfig, epoch:
         p_a = teacher(wave)
         if cfg.stage_two.objective == "all_pairs":
             if len(idx) < 2:
-                raise ConfigError("--stage_two.objective all_pairs needs at least 2 mosaics per batch")
+                raise ConfigError("--stage_two.objective all_pairs needs at least 2 mosaics per batch (per process)")
             pos, pairs = student(frames(idx).to(device), wave, dictionary, all_pairs=True)
             off = ~torch.eye(len(idx), dtype=torch.bool, device=device)
             pos_logits, neg_q = global_score(pos.av_logits), quadrant_scores(pairs[off].unsqueeze(1))
@@ -99,9 +99,14 @@ def train(cfg: RunConfig, round_path: Path, run_dir: Path, d: du.Dist, device: t
     check_config(cfg)
     t0 = time.time()
     rnd = load_round(round_path, cfg)
+    rnd_digest = sha256_of(round_path)  # stage_two_last.pt names the round file it was trained from
     dictionary = rnd["dictionary"].to(device)
-    teacher = AudioTeacher.from_stage_one(rnd["model"], cfg.model, cfg.stage_two.temperature).to(device)
-    student = StageTwo.from_stage_one(rnd["model"], cfg.model).to(device)
+    try:
+        teacher = AudioTeacher.from_stage_one(rnd["model"], cfg.model, cfg.stage_two.temperature).to(device)
+        student = StageTwo.from_stage_one(rnd["model"], cfg.model).to(device)
+    except (RuntimeError, KeyError) as exc:
+        raise CheckpointError(f"{round_path}: its model does not fit this run's config ({type(exc).__name__}: "
+                              f"{exc})") from exc
     if cfg.stage_two.trainable == "class_head":
         for name, p in student.named_parameters():
             p.requires_grad_(name.startswith("class_aware."))
@@ -111,13 +116,22 @@ def train(cfg: RunConfig, round_path: Path, run_dir: Path, d: du.Dist, device: t
     start, history = 0, []
     if resume and state_path.is_file():
         ck = load_checkpoint(state_path, "stage_two")
+        require(ck, state_path, "epoch", "round", "model", "optimizer", "history")
         if ck["round"] != rnd["round"]:
             raise CheckpointError(f"{state_path}: was trained with round {ck['round']}, not {rnd['round']}")
-        student.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["optimizer"])
-        start, history = ck["epoch"] + 1, json.loads(ck["history"])
-        if d.is_main:
-            print(f"stage two: resuming after epoch {ck['epoch']}")
+        if ck.get("round_sha256", rnd_digest) != rnd_digest:  # stage one was trained again since
+            if d.is_main:
+                print(f"stage two: {round_path.name} was remade since {state_path.name}: training stage two again")
+        else:
+            try:
+                student.load_state_dict(ck["model"])
+                opt.load_state_dict(ck["optimizer"])
+                start, history = ck["epoch"] + 1, json.loads(ck["history"])
+            except (RuntimeError, ValueError, KeyError, TypeError) as exc:
+                raise CheckpointError(f"{state_path}: does not fit this run's model or optimiser "
+                                      f"({type(exc).__name__}: {exc}); start afresh with --force") from exc
+            if d.is_main:
+                print(f"stage two: resuming after epoch {ck['epoch']}")
     s = cfg.data.image_size
     plan = [("mosaic", e) for e in range(cfg.stage_two.epochs)]
     plan += [("duet", cfg.stage_two.epochs + e) for e in range(cfg.stage_two.duet_epochs)]
@@ -138,7 +152,8 @@ def train(cfg: RunConfig, round_path: Path, run_dir: Path, d: du.Dist, device: t
         if d.is_main:
             log.write(phase="stage2_epoch", **history[-1])
             print(f"stage two {phase} epoch {epoch}: " + ", ".join(f"{k} {v:.4g}" for k, v in stats.items()))
-            save_checkpoint(state_path, "stage_two", epoch=epoch, round=rnd["round"], config=to_dict(cfg),
+            save_checkpoint(state_path, "stage_two", epoch=epoch, round=rnd["round"], round_sha256=rnd_digest,
+                            config=to_dict(cfg),
                             model=student.state_dict(), optimizer=opt.state_dict(), history=json.dumps(history))
         du.barrier(d)
     final = run_dir / "model.pt"
