@@ -285,13 +285,16 @@ def test_missing_imagenet_weights_are_a_usage_error(tmp_path: Path, capsys):
 def test_evaluate_checks_its_device_and_outputs_before_running_the_model(tmp_path: Path, capsys):
     from training.evaluate import main as evaluate_main
 
-    common = ["--checkpoint", str(tmp_path / "model.pt"), "--data", str(tmp_path)]
-    for extra, message in ((["--device", "gpu0"], "--device must be"),
-                           (["--json", str(tmp_path / "no" / "e.json")], "cannot write"),
-                           (["--markdown", str(tmp_path)], "(a folder)")):
-        with pytest.raises(SystemExit) as e:
-            evaluate_main([*common, *extra])
-        assert e.value.code == 2 and message in capsys.readouterr().err
+    (tmp_path / "data").mkdir()
+    common = ["--checkpoint", str(tmp_path / "model.pt"), "--data", str(tmp_path / "data")]
+    with pytest.raises(SystemExit) as e:
+        evaluate_main([*common, "--device", "gpu0"])
+    assert e.value.code == 2 and "--device must be" in capsys.readouterr().err
+    (tmp_path / "out").mkdir()
+    for extra, message in ((["--json", str(tmp_path / "no" / "e.json")], f"the folder {tmp_path / 'no'} does not exist"),
+                           (["--markdown", str(tmp_path / "out")], "is a folder")):
+        assert evaluate_main([*common, *extra]) == 2
+        assert message in capsys.readouterr().err
 
 
 def test_evaluate_names_a_checkpoint_whose_config_it_cannot_read(tmp_path: Path, capsys):

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import sys
 from pathlib import Path
 
@@ -125,10 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         p.error(f"--device {args.device}: torch sees no CUDA device here (use --device cpu)")
-    for out in (args.json, args.markdown):  # checked before the model runs, not after
-        if out is not None and (out.is_dir() or not os.access(out if out.exists() else out.parent, os.W_OK)):
-            p.error(f"cannot write {out} ({'a folder' if out.is_dir() else 'no such folder or permission denied'})")
-    try:
+    try:  # the outputs are checked before the model runs, not after
         check_outputs({"--json": args.json, "--markdown": args.markdown},
                       {"--checkpoint": ckpt, "--data": args.data})
         overrides = {f: getattr(args, f) for f in EvalConfig.__dataclass_fields__ if getattr(args, f) is not None}
