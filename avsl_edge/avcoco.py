@@ -139,6 +139,8 @@ def load_avcoco(root: str | os.PathLike, check_files: bool = True) -> AVCoco:
         doc = json.loads(ann_path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise AVCocoError(f"{ann_path}: not valid JSON ({exc})") from exc
+    except RecursionError:
+        raise AVCocoError(f"{ann_path}: nested too deeply to be AV-COCO annotations") from None
     if not isinstance(doc, dict):
         raise AVCocoError(f"{ann_path}: top level must be an object")
     f = str(ann_path)

@@ -39,6 +39,7 @@ import numpy as np
 from .errors import UserError
 from .bundle import AUDIO, GRAPH_IO, GRAPHS, HEAD, IMAGE, Bundle, BundleError
 from .registry import cache_dir
+from .options import max_threads
 
 log = logging.getLogger("avsl_edge")
 
@@ -263,8 +264,9 @@ class OnnxRuntimeBackend(Backend):
                                "(or onnxruntime-gpu on an NVIDIA machine)") from None
         self._ort = ort
         for n, v in (("intra_op_threads", intra_op_threads), ("inter_op_threads", inter_op_threads)):
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
-                raise ValueError(f"{n} must be an integer >= 0 (0 = onnxruntime's default), got {v!r}")
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not 0 <= v <= max_threads():
+                raise BackendError(f"{n} must be an integer in 0..{max_threads()} (0 = onnxruntime's default), "
+                                   f"got {v!r}")
         available = ort.get_available_providers()
         self.skipped: dict[str, str] = {}
         if providers is None:
@@ -595,13 +597,13 @@ def create_backend(bundle: Bundle, backend: str = "auto", providers: Sequence[Pr
     """The backend for ``bundle``: ``"onnxruntime"``, ``"tensorrt"`` or ``"auto"`` (TensorRT engines
     when usable here and no ``providers`` were given, else ONNX Runtime). ``variant`` None = fp32."""
     if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
+        raise BackendError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
     variant = variant or "fp32"
     if variant not in bundle.manifest.variants:
         raise BundleError(f"{bundle.root}: has no {variant!r} variant (it has {sorted(bundle.manifest.variants)})")
     if backend == "tensorrt":
         if providers is not None:
-            raise ValueError("providers only apply to the onnxruntime backend")
+            raise BackendError("providers only apply to the onnxruntime backend")
         return TensorRTBackend(bundle, variant, device_id)
     if backend == "auto" and providers is None:
         why = tensorrt_engines_usable(bundle, variant)

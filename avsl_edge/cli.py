@@ -41,7 +41,7 @@ from .backends import BACKENDS
 from .bundle import VARIANTS, json_default
 from .errors import UserError
 from .media import MediaError
-from .options import int_in, thread_count
+from .options import MAX_HOP_S, int_in, thread_count
 
 
 class UsageError(UserError, ValueError):
@@ -247,8 +247,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise UsageError(f"{args.video}: no such video file")
     if args.out.suffix.lower() not in (".mp4", ".mov", ".mkv"):
         raise UsageError(f"--out {args.out}: the overlay video must end in .mp4, .mov or .mkv")
-    if not (args.hop > 0 and math.isfinite(args.hop)):
-        raise UsageError(f"--hop must be > 0 seconds, got {args.hop}")
+    if not 0 < args.hop <= MAX_HOP_S:  # NaN fails too
+        raise UsageError(f"--hop must be > 0 and at most {MAX_HOP_S:g} seconds, got {args.hop}")
     check_outputs({"--out": args.out, "--json": args.json},
                   {"VIDEO": args.video, "--audio": args.audio, "--model": model_input(args)})
     try:

@@ -60,7 +60,7 @@ import numpy as np
 
 from .cli import (MAX_SIDE, UsageError, _write_json, add_model_options, check_outputs, model_input, open_localizer,
                   register_command)
-from .options import int_in
+from .options import MAX_HOP_S, int_in
 from .boxes import BOX_METHODS
 from .localizer import IN_VIEW_SCORES
 from .overlay import FONT, STYLES, class_colour, scale_of
@@ -361,8 +361,8 @@ def _check_args(args: argparse.Namespace) -> tuple[int, int] | None:
     if args.camera is None:
         raise UsageError("--camera is required: an index (0), a video file or a stream URL (--list-devices shows "
                          "the cameras)")
-    if not (args.hop > 0 and math.isfinite(args.hop)):
-        raise UsageError(f"--hop must be > 0 seconds, got {args.hop}")
+    if not 0 < args.hop <= MAX_HOP_S:  # NaN fails too
+        raise UsageError(f"--hop must be > 0 and at most {MAX_HOP_S:g} seconds, got {args.hop}")
     if not 1 <= args.workers <= 8:
         raise UsageError(f"--workers must be 1..8 frames processed at once, got {args.workers}")
     if args.record is not None and args.record.suffix.lower() not in (".mp4", ".mov", ".mkv"):

@@ -78,6 +78,10 @@ class RuleError(UserError, ValueError):
     """A decision rule (threshold, score, box method) outside what it can be."""
 
 
+class UnknownRuleError(UserError, TypeError):
+    """A rule override that names no rule (a TypeError, as an unknown keyword argument is)."""
+
+
 def class_presence(v_fea: np.ndarray, dictionary: np.ndarray) -> np.ndarray:
     """(B, 512, h, w) visual features, (K, 512) dictionary -> (B, K): per cluster, the largest
     cosine between its key and the feature vector of any position, floored at 0. It says how much
@@ -143,7 +147,7 @@ class Rules:
         }
         unknown = sorted(set(overrides) - set(values))
         if unknown:
-            raise TypeError(f"unknown rule overrides {unknown}; the rules are {sorted(values)}")
+            raise UnknownRuleError(f"unknown rule overrides {unknown}; the rules are {sorted(values)}")
         values.update({k: (v if k in TEXT_RULES else float(v)) for k, v in overrides.items() if v is not None})
         return cls(**values)
 

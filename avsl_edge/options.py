@@ -12,6 +12,9 @@ import os
 from collections.abc import Callable
 
 
+MAX_HOP_S = 60.0  # --hop: the audio is re-encoded at least once a minute (its window is 1 s)
+
+
 def max_threads() -> int:
     """The most threads any option may ask for: a few per core, at least 8."""
     return max(8, 4 * (os.cpu_count() or 1))

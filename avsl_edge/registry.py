@@ -64,6 +64,8 @@ def last_bundle() -> Path | None:
 
 def resolve_model(model: str | os.PathLike | None = None) -> Path:
     """The bundle folder to use: ``model``, else ``$AVSL_EDGE_MODEL``, else the registered one."""
+    if model is not None and not isinstance(model, (str, os.PathLike)):
+        raise ModelNotFoundError(f"model must be the path of a bundle folder (str or os.PathLike), got {model!r}")
     if model is not None and str(model) != "":
         return Path(model)
     env = os.environ.get(ENV_MODEL)

@@ -381,3 +381,9 @@ def test_missing_or_broken_annotation_file(tmp_path):
     (tmp_path / "annotations.json").write_text("{not json")
     with pytest.raises(AVCocoError, match=r"annotations\.json: not valid JSON"):
         load_avcoco(tmp_path)
+
+
+def test_annotations_nested_too_deeply_are_a_clear_error(tmp_path):
+    (tmp_path / "annotations.json").write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(AVCocoError, match="nested too deeply"):
+        load_avcoco(tmp_path)

@@ -266,6 +266,8 @@ def test_export_refuses_a_bundle_folder_holding_its_checkpoint_and_absurd_thread
     (["live", "--camera", "{video}", "--no-display", "--threads", "99999"], "--threads"),
     (["live", "--camera", "{video}", "--no-display", "--display-min", "100000"], "--display-min"),
     (["live", "--camera", "{video}", "--no-display", "--camera-size", "100000x100000"], "--camera-size"),
+    (["run", "{video}", "--out", "o.mp4", "--hop", "1e308"], "--hop must be > 0 and at most 60 seconds"),
+    (["live", "--camera", "{video}", "--no-display", "--hop", "nan"], "--hop must be > 0 and at most 60 seconds"),
 ])
 def test_absurd_numbers_are_refused_when_parsing(args, option, media, no_model_load, capsys):
     line = exits_2(capsys, *[a.format(video=media["video"]) for a in args])
@@ -399,3 +401,14 @@ def test_bench_refuses_a_frame_image_larger_than_4k(no_model_load, tmp_path, cap
     big = tmp_path / "big.png"
     assert cv2.imwrite(str(big), np.zeros((2161, 3841, 3), np.uint8))
     assert "larger than a 4K frame" in exits_2(capsys, "bench", "--frame", big)
+
+
+
+@pytest.mark.parametrize("option,value", [("--solo-tau", "nan"), ("--mosaic-tau", "1.5"), ("--softmax-scale", "-3")])
+def test_training_evaluate_refuses_a_threshold_override_out_of_range(smoke_run, option, value, capsys):
+    from training import evaluate
+
+    data = smoke_run / "data" / "test"
+    assert evaluate.main(["--checkpoint", str(smoke_run), "--data", str(data), option, value]) == 2
+    err = capsys.readouterr().err
+    assert f"--eval.{option[2:].replace('-', '_')} must be" in err and "Traceback" not in err

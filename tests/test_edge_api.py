@@ -24,6 +24,7 @@ from avsl_edge.avcoco import load_avcoco, read_clip, read_frame
 from avsl_edge.backends import CPU_EP, OnnxRuntimeBackend, create_backend
 from avsl_edge.bundle import load_bundle
 from avsl_edge.calibrate import fit_in_view_threshold
+from avsl_edge.errors import UserError
 from avsl_edge.localizer import audio_window, class_presence
 from avsl_edge.registry import ENV_MODEL, register_bundle
 
@@ -258,6 +259,18 @@ def test_bad_audio_is_a_clear_error(loc, audio, rate, message):
         loc.localize(GOOD, audio, sample_rate=rate)
 
 
+def test_bad_load_arguments_are_clear_errors(smoke_bundle):
+    with pytest.raises(ModelNotFoundError, match="model must be the path of a bundle folder"):
+        avsl_edge.load(123)
+    with pytest.raises(BackendError, match=r"intra_op_threads must be an integer in 0\.\."):
+        avsl_edge.load(smoke_bundle, intra_op_threads=10_000, verify=False)
+    with pytest.raises(BackendError, match="unknown backend 'bogus'"):
+        avsl_edge.load(smoke_bundle, backend="bogus", verify=False)
+    with pytest.raises(TypeError, match="unknown rule overrides") as exc:  # as an unknown keyword is
+        avsl_edge.load(smoke_bundle, bogus_rule=1, verify=False)
+    assert isinstance(exc.value, UserError)
+
+
 def test_bad_audio_state_and_flags(loc):
     with pytest.raises(InputError, match="AudioState from encode_audio"):
         loc.localize_frame(GOOD, np.zeros(16000))
@@ -365,7 +378,7 @@ def test_backend_choice_and_providers(smoke_bundle, scene, loc):
     bundle = load_bundle(smoke_bundle, verify=False)
     with pytest.raises(BackendError, match="FooExecutionProvider.*not available"):
         OnnxRuntimeBackend(bundle, providers=["FooExecutionProvider"])
-    with pytest.raises(ValueError, match="unknown backend"):
+    with pytest.raises(BackendError, match="unknown backend"):
         create_backend(bundle, "openvino")
     with pytest.raises(BundleError, match="no 'fp8' variant"):
         create_backend(bundle, variant="fp8")

@@ -161,6 +161,12 @@ def check_config(cfg: RunConfig) -> RunConfig:
         raise ConfigError(f"--model.obj_affine_scale must be a positive number; got {cfg.model.obj_affine_scale}")
     if cfg.eval.image_size < 0 or 0 < cfg.eval.image_size < 32:
         raise ConfigError(f"--eval.image_size must be 0 (= --data.image_size) or at least 32; got {cfg.eval.image_size}")
+    for name in ("solo_tau", "mosaic_tau", "duet_tau", "nsa_threshold", "sounding_threshold"):
+        value = getattr(cfg.eval, name)
+        if not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:  # NaN fails too
+            raise ConfigError(f"--eval.{name} must be a number in [0, 1]; got {value!r}")
+    if not (isinstance(cfg.eval.softmax_scale, (int, float)) and 0 < cfg.eval.softmax_scale < math.inf):
+        raise ConfigError(f"--eval.softmax_scale must be a positive number; got {cfg.eval.softmax_scale!r}")
     if cfg.data.pack not in ("v1", "v2"):
         raise ConfigError(f"--data.pack must be v1 or v2; got {cfg.data.pack!r}")
     if cfg.data.pack == "v1" and (cfg.data.hold_out_pictures or cfg.data.hold_out_sounds):

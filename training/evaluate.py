@@ -90,6 +90,7 @@ def evaluate(checkpoint: Path, data: Path, eval_cfg: EvalConfig | None = None, d
     model, ck = load_model(checkpoint, dev)
     cfg = from_dict(ck["config"])
     eval_cfg = dataclasses.replace(eval_cfg or cfg.eval, **(overrides or {}))
+    check_config(dataclasses.replace(cfg, eval=eval_cfg))  # the overrides too, before the data is read
     coco = load_avcoco(data)
     if not coco.images:
         raise AVCocoError(f"{data}: the data folder has no images")

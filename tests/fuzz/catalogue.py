@@ -569,7 +569,8 @@ def register_library_cases() -> None:
     lib_case("load(in_view_threshold=nan)", "load(in_view_threshold=float('nan')).localize(FRAME, np.zeros(100))")
     lib_case("load(box_tau=2)", "load(box_tau=2.0).localize(FRAME, np.zeros(100))")
     lib_case("load(bogus_rule=1)", "load(bogus_rule=1)")
-    lib_case("load(providers='CPU')", "load(providers='CPUExecutionProvider').localize(FRAME, np.zeros(100))")
+    lib_case("load(providers='CPUExecutionProvider'), one name for a list",  # accepted by design: one provider
+             "load(providers='CPUExecutionProvider').localize(FRAME, np.zeros(100))", bad=False)
     lib_case("load(providers=['Bogus'])", "load(providers=['BogusExecutionProvider'])")
     lib_case("localize float frame", "load().localize(np.zeros((48, 64, 3), np.float32), np.zeros(100))")
     lib_case("localize 0x0 frame", "load().localize(np.zeros((0, 0, 3), np.uint8), np.zeros(100))")
