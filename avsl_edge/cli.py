@@ -16,8 +16,10 @@ replace an input or another output (symlinks and hardlinks count), and each must
 video data (exit 2, nothing written) and warns when a video holds fewer frames than its header
 says.
 
-Subcommands live in :data:`COMMANDS` (name -> :class:`Command`); add one with
-:func:`register_command`.
+Subcommands live in :data:`avsl_edge.commands.COMMANDS` (name -> :class:`Command`): this module's
+run, eval, bench and info, then those of the ``avsl_edge.commands`` entry points (``live``, in the
+streaming layer), loaded when the parser is built; add one with :func:`register_command` or an entry
+point (see :mod:`avsl_edge.commands`).
 """
 
 from __future__ import annotations
@@ -36,91 +38,14 @@ from typing import Any
 
 import numpy as np
 
+from . import __version__
 from .audio import SAMPLE_RATE
-from .backends import BACKENDS
-from .bundle import VARIANTS, json_default
+from .bundle import json_default
+from .commands import (COMMANDS, MAX_SIDE, Command, UsageError, add_model_options, check_outputs,  # noqa: F401
+                       discover_commands, model_input, open_localizer, register_command, write_json, write_text)
 from .errors import UserError
 from .media import MediaError
-from .options import int_in, thread_count
-
-
-class UsageError(UserError, ValueError):
-    """A bad command line or input file found after parsing (exit code 2)."""
-
-
-
-
-@dataclass(frozen=True)
-class Command:
-    name: str
-    help: str
-    configure: Callable[[argparse.ArgumentParser], None]  # adds the command's arguments
-    handler: Callable[[argparse.Namespace], int]          # runs it, returns the exit code
-    description: str = ""
-
-
-COMMANDS: dict[str, Command] = {}
-
-
-def register_command(name: str, help: str, configure: Callable[[argparse.ArgumentParser], None],
-                     handler: Callable[[argparse.Namespace], int], description: str = "") -> Command:
-    """Add (or replace) a subcommand of ``avsl-edge``."""
-    cmd = Command(name, help, configure, handler, description or help)
-    COMMANDS[name] = cmd
-    return cmd
-
-
-# --------------------------------------------------------------------------------------------
-# shared options
-
-
-def add_model_options(p: argparse.ArgumentParser, backend: bool = True) -> None:
-    p.add_argument("--model", metavar="BUNDLE", help="bundle folder (default: $AVSL_EDGE_MODEL, else the bundle "
-                   "the last `python -m training.pipeline` registered)")
-    if not backend:
-        return
-    p.add_argument("--backend", choices=BACKENDS, default="auto",
-                   help="auto (TensorRT engines of the bundle when built for this GPU, else ONNX Runtime), "
-                        "onnxruntime or tensorrt (default: auto)")
-    p.add_argument("--variant", choices=VARIANTS, default=None, help="precision variant (default: fp32)")
-    p.add_argument("--providers", metavar="LIST",
-                   help="ONNX Runtime execution providers, comma-separated, used as given "
-                        "(default: TensorRT EP, CUDA EP, CPU, as far as they work here)")
-    p.add_argument("--threads", type=thread_count, default=0, metavar="N",
-                   help="ONNX Runtime intra-op threads (default 0: its default; at most 4 per core)")
-    p.add_argument("--inter-threads", type=thread_count, default=0, metavar="N",
-                   help="ONNX Runtime inter-op threads (default 0: its default; at most 4 per core)")
-
-
-def model_input(args: argparse.Namespace) -> Path | None:
-    """The bundle folder the command will read (for the output guard), None when none is found
-    (the command then reports that when it loads the model)."""
-    from .registry import resolve_model  # noqa: PLC0415
-
-    try:
-        return resolve_model(args.model)
-    except UserError:
-        return None
-
-
-def check_outputs(outputs: dict[str, Any], inputs: dict[str, Any], folders: tuple[str, ...] = ()) -> None:
-    """The output guard of every command (see :func:`avsl_edge.fileio.check_outputs`), run before any work."""
-    from .fileio import check_outputs as check  # noqa: PLC0415
-
-    check(outputs, inputs, folders)
-
-
-def open_localizer(args: argparse.Namespace, **rules: float | str) -> Any:
-    from . import load  # noqa: PLC0415 - the package imports this module lazily
-
-    providers = [p.strip() for p in args.providers.split(",") if p.strip()] if args.providers is not None else None
-    if providers == []:
-        raise UsageError(f"--providers {args.providers!r} names no provider; give a comma-separated list, "
-                         "e.g. CUDAExecutionProvider,CPUExecutionProvider")
-    if providers is not None and args.backend == "tensorrt":
-        raise UsageError("--providers applies to the onnxruntime backend, not --backend tensorrt")
-    return load(args.model, args.backend, providers, args.variant, intra_op_threads=args.threads,
-                inter_op_threads=args.inter_threads, **rules)
+from .options import int_in
 
 
 def _progress(total: int | None, desc: str, quiet: bool) -> Any:
@@ -128,17 +53,6 @@ def _progress(total: int | None, desc: str, quiet: bool) -> Any:
 
     return tqdm(total=total, desc=desc, unit="frame" if desc == "run" else "image", disable=quiet,
                 leave=False, file=sys.stderr)
-
-
-def _write_text(path: Path, text: str) -> None:
-    from .fileio import atomic_path  # noqa: PLC0415
-
-    with atomic_path(path) as tmp:
-        tmp.write_text(text)
-
-
-def _write_json(path: Path, data: Any) -> None:
-    _write_text(path, json.dumps(data, indent=2, default=json_default) + "\n")
 
 
 # --------------------------------------------------------------------------------------------
@@ -354,9 +268,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     md = markdown_table(table)
     extra = {"data": str(args.data), "bundle": str(loc.bundle.root), "backend": loc.backend.info()}
     if args.json:
-        _write_json(args.json, {"table": table, **extra})
+        write_json(args.json, {"table": table, **extra})
     if args.markdown:
-        _write_text(args.markdown, md + "\n")
+        write_text(args.markdown, md + "\n")
     print(md)
     return 0
 
@@ -381,7 +295,6 @@ def configure_bench(p: argparse.ArgumentParser) -> None:
 
 MAX_RUNS = 10_000        # bench --runs / --warmup
 MAX_BATCH = 1024         # eval --batch-size
-MAX_SIDE = 7680          # bench --size, live --camera-size: an 8K frame's width
 MAX_PIXELS = 3840 * 2160  # ... and at most a 4K frame's pixels (the synthetic frame needs ~50 bytes a pixel)
 
 
@@ -424,7 +337,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     loc = open_localizer(args)
     report = benchmark(loc, frame, audio, rate, args.runs, args.warmup)
     if args.json:
-        _write_json(args.json, report)
+        write_json(args.json, report)
     print(markdown(report))
     return 0
 
@@ -544,19 +457,16 @@ register_command("bench", "per-stage latency (median/p90 over warm runs) and FPS
                  "and overlay on a synthetic (or given) frame and audio clip.")
 register_command("info", "manifest summary, classes, variants, engines, execution providers", configure_info,
                  cmd_info)
-from . import live as _live  # noqa: E402, F401 - registers `avsl-edge live` (runtime/ loads when it runs)
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="avsl-edge", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog=__doc__.split("\n\n", 1)[1].rsplit("\n\n", 1)[0])
-    from . import __version__  # noqa: PLC0415
-
     p.add_argument("--version", action="version", version=f"avsl-edge {__version__}")
     p.add_argument("-v", "--verbose", action="store_true", help="log the backend and provider choices")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for cmd in COMMANDS.values():
+    for cmd in discover_commands().values():  # run, eval, bench, info, then live and any plug-in
         sp = sub.add_parser(cmd.name, help=cmd.help, description=cmd.description)
         cmd.configure(sp)
         sp.set_defaults(handler=cmd.handler)
@@ -607,8 +517,4 @@ def _main(argv: list[str] | None) -> int:
 
 
 if __name__ == "__main__":
-    # Under `python -m avsl_edge.cli` this file runs as __main__; subcommands registered from other
-    # modules (live) go into the imported avsl_edge.cli, so dispatch through the console entry point.
-    from avsl_edge.console import main as _main
-
-    sys.exit(_main())
+    sys.exit(main())  # `python -m avsl_edge.cli`: the commands table is avsl_edge.commands', shared
