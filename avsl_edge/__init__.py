@@ -25,9 +25,10 @@ if TYPE_CHECKING:
     from .audio import SAMPLE_RATE, AudioError
     from .backends import Backend, BackendError, create_backend
     from .bundle import BundleError, load_bundle
-    from .localizer import AudioState, InputError, Localizer, Rules
+    from .localizer import AudioState, InputError, Localizer
     from .registry import ModelNotFoundError, resolve_model
     from .result import Box, Result
+    from .rules import Rules
     from .tensorrt_engine import TensorRTUnavailable
 
 __version__ = "0.1.0"
@@ -38,7 +39,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "SAMPLE_RATE": "audio", "AudioError": "audio", "Backend": "backends", "BackendError": "backends",
     "create_backend": "backends", "BundleError": "bundle", "load_bundle": "bundle", "AudioState": "localizer",
-    "InputError": "localizer", "Localizer": "localizer", "Rules": "localizer", "ModelNotFoundError": "registry",
+    "InputError": "localizer", "Localizer": "localizer", "Rules": "rules", "ModelNotFoundError": "registry",
     "resolve_model": "registry", "Box": "result", "Result": "result", "TensorRTUnavailable": "tensorrt_engine",
     "load": "api", "localize": "api", "default_localizer": "api",
 }

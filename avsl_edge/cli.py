@@ -25,32 +25,43 @@ point (see :mod:`avsl_edge.commands`).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
-import os
 import math
+import os
+import re
+import signal
 import sys
+import threading
 import traceback
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import cv2  # before av: with PyAV's FFmpeg libraries loaded first, OpenCV's window (live) hangs
+import av
 import numpy as np
+import soundfile
+from tqdm import tqdm
 
-from . import __version__
-from .audio import SAMPLE_RATE
-from .bundle import json_default
+from . import __version__, bench
+from .audio import SAMPLE_RATE, load_audio, resample
+from .avcoco import load_avcoco
+from .backends import auto_providers, available_providers, tensorrt_engines_usable
+from .bundle import json_default, load_bundle
+from .bundle_eval import evaluate_bundle, images_to_predict
 from .commands import (COMMANDS, MAX_SIDE, Command, UsageError, add_model_options, check_outputs,  # noqa: F401
                        discover_commands, model_input, open_localizer, register_command, write_json, write_text)
 from .errors import UserError
-from .media import MediaError
+from .evaluation import class_index, markdown_table
+from .fileio import atomic_path
+from .media import MediaError, VideoWriter, read_audio_track
 from .options import int_in
+from .registry import resolve_model
+from .rules import Rules
 
 
 def _progress(total: int | None, desc: str, quiet: bool) -> Any:
-    from tqdm import tqdm  # noqa: PLC0415
-
     return tqdm(total=total, desc=desc, unit="frame" if desc == "run" else "image", disable=quiet,
                 leave=False, file=sys.stderr)
 
@@ -76,11 +87,7 @@ def configure_run(p: argparse.ArgumentParser) -> None:
 
 def _read_sound(path: Path) -> tuple[np.ndarray, int]:
     """(float32 mono at the file's own rate, that rate), through soundfile, else PyAV (video files)."""
-    import av  # noqa: PLC0415
-    import soundfile  # noqa: PLC0415
 
-    from .audio import load_audio  # noqa: PLC0415
-    from .media import read_audio_track  # noqa: PLC0415
 
     if not path.is_file():
         raise UsageError(f"{path}: no such audio or video file")
@@ -125,8 +132,6 @@ class DecodedFrames:
         self.error_mid_file = False
 
     def __iter__(self) -> Any:
-        import av  # noqa: PLC0415
-
         packets = self.container.demux(self.stream)
         while True:
             try:
@@ -149,14 +154,6 @@ class DecodedFrames:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    import contextlib  # noqa: PLC0415
-
-    import av  # noqa: PLC0415
-
-    from .audio import resample  # noqa: PLC0415
-    from .fileio import atomic_path  # noqa: PLC0415
-    from .media import VideoWriter  # noqa: PLC0415
-
     if not args.video.is_file():
         raise UsageError(f"{args.video}: no such video file")
     if args.out.suffix.lower() not in (".mp4", ".mov", ".mkv"):
@@ -243,10 +240,6 @@ def configure_eval(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from .avcoco import load_avcoco  # noqa: PLC0415
-    from .bundle_eval import evaluate_bundle, images_to_predict  # noqa: PLC0415
-    from .evaluation import class_index, markdown_table  # noqa: PLC0415
-
     check_outputs({"--json": args.json, "--markdown": args.markdown},
                   {"--data": args.data, "--model": model_input(args)})
     coco = load_avcoco(args.data)
@@ -300,7 +293,6 @@ MAX_PIXELS = 3840 * 2160  # ... and at most a 4K frame's pixels (the synthetic f
 
 def frame_size(text: str) -> tuple[int, int]:
     """An argparse type: ``WIDTHxHEIGHT`` -> (width, height), each side 1..MAX_SIDE, at most MAX_PIXELS."""
-    import re  # noqa: PLC0415
 
     m = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
     if not m:
@@ -313,10 +305,6 @@ def frame_size(text: str) -> tuple[int, int]:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    import cv2  # noqa: PLC0415
-
-    from .bench import benchmark, markdown, synthetic_inputs  # noqa: PLC0415
-
     check_outputs({"--json": args.json}, {"--frame": args.frame, "--audio": args.audio, "--model": model_input(args)})
     w, h = args.size
     rate = 48000
@@ -329,16 +317,16 @@ def cmd_bench(args: argparse.Namespace) -> int:
         if frame.shape[0] * frame.shape[1] > MAX_PIXELS:
             raise UsageError(f"--frame {args.frame}: {frame.shape[1]}x{frame.shape[0]} is larger than a 4K frame "
                              f"({MAX_PIXELS} pixels); give a smaller image")
-        _, audio = synthetic_inputs(16, 16)
+        _, audio = bench.synthetic_inputs(16, 16)
     else:
-        frame, audio = synthetic_inputs(w, h)
+        frame, audio = bench.synthetic_inputs(w, h)
     if args.audio:
         audio, rate = _read_sound(args.audio)
     loc = open_localizer(args)
-    report = benchmark(loc, frame, audio, rate, args.runs, args.warmup)
+    report = bench.benchmark(loc, frame, audio, rate, args.runs, args.warmup)
     if args.json:
         write_json(args.json, report)
-    print(markdown(report))
+    print(bench.markdown(report))
     return 0
 
 
@@ -353,15 +341,11 @@ def configure_info(p: argparse.ArgumentParser) -> None:
 
 
 def bundle_info(root: Path, verify: bool = True) -> dict[str, Any]:
-    from .backends import auto_providers, available_providers, tensorrt_engines_usable  # noqa: PLC0415
-    from .bundle import load_bundle  # noqa: PLC0415
-    from .localizer import Rules  # noqa: PLC0415
-
     b = load_bundle(root, verify=verify)
     m = b.manifest
     works, skipped = auto_providers()
     try:
-        import onnxruntime  # noqa: PLC0415
+        import onnxruntime  # noqa: PLC0415 - only its version; the engine loads with a model, never for --help
 
         ort_version = onnxruntime.__version__
     except ImportError:
@@ -402,8 +386,6 @@ def operating_point_lines(calibration: dict, score: str) -> list[str]:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from .registry import resolve_model  # noqa: PLC0415
-
     info = bundle_info(resolve_model(args.model), verify=not args.no_verify)
     if args.json:
         print(json.dumps(info, indent=2, default=json_default))
@@ -478,9 +460,6 @@ def _terminate(signum: int, frame: Any) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import signal  # noqa: PLC0415
-    import threading  # noqa: PLC0415
-
     ours = threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
     if ours:
         signal.signal(signal.SIGTERM, _terminate)
