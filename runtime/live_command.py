@@ -1,4 +1,5 @@
-"""``avsl-edge live`` (the ``avsl_edge.commands`` entry point ``live``): a camera and a microphone -> live per-class overlays, with a HUD.
+"""``avsl-edge live``: a camera and a microphone -> live per-class overlays, with a HUD (the
+``avsl_edge.commands`` entry point ``live``; see :mod:`avsl_edge.commands`).
 
     avsl-edge live --camera 0                                  # webcam 0 + default microphone, in a window
     avsl-edge live --camera 0 --mic USB --record out.mp4       # ... and record the overlay video with the sound
@@ -9,9 +10,9 @@
 ``--camera`` is an index, a device path, a video file (paced at its own frame rate, like a camera)
 or a stream URL (RTSP/HTTP), as OpenCV takes them; ``--mic`` a sounddevice index or (part of a)
 name, or an audio file replayed in real time. The streaming machinery is the rest of the ``runtime``
-package (it loads with the CLI's parser: numpy and OpenCV, which the CLI has loaded already): a camera thread keeping only the newest frame, a
-sounddevice ``InputStream`` whose callback only queues blocks, a ring buffer with the stream's
-timestamps, and :class:`runtime.scheduler.LiveLoop`: the audio embedding is recomputed every
+package (it loads with the CLI's parser, and needs nothing the CLI has not loaded already): a camera
+thread keeping only the newest frame, a sounddevice ``InputStream`` whose callback only queues
+blocks, a ring buffer with the stream's timestamps, and :class:`runtime.scheduler.LiveLoop`: the audio embedding is recomputed every
 ``--hop`` seconds on the last second of sound (optionally on a second thread, ``--audio-worker``),
 the image path runs on every frame the loop gets, and frames that arrive while it is busy are
 dropped, never queued, so latency stays bounded.
