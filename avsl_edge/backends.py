@@ -40,6 +40,8 @@ from .errors import UserError
 from .bundle import AUDIO, GRAPH_IO, GRAPHS, HEAD, IMAGE, Bundle, BundleError
 from .registry import cache_dir
 from .options import max_threads
+from .tensorrt_engine import (TensorRTUnavailable, engine_mismatches, gpu_info, import_tensorrt, load_engine,
+                              load_libcuda)  # torch-free: ctypes; tensorrt itself loads only when an engine does
 
 log = logging.getLogger("avsl_edge")
 
@@ -136,7 +138,7 @@ class Backend:
         a = self.audio(waveforms)
         return {**a, **self.frame(images, a["a_emb"])}
 
-    def __enter__(self) -> "Backend":
+    def __enter__(self) -> Backend:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -153,8 +155,6 @@ def _provider_name(p: Provider) -> str:
 
 def _gpu_present() -> str | None:
     """None when an NVIDIA GPU answers through its driver, else why not."""
-    from .tensorrt_engine import TensorRTUnavailable, gpu_info  # noqa: PLC0415 - torch-free, ctypes only
-
     try:
         gpu_info()
     except TensorRTUnavailable as exc:
@@ -180,7 +180,7 @@ def _provider_library_problem(ort: Any, provider: str) -> str | None:
 def auto_providers(ort: Any | None = None) -> tuple[list[str], dict[str, str]]:
     """The automatic provider list for this machine and the providers skipped, with the reason."""
     if ort is None:
-        import onnxruntime as ort  # noqa: PLC0415
+        import onnxruntime as ort  # noqa: PLC0415 - the engine loads with a model: `import avsl_edge.cli` stays light
     available = set(ort.get_available_providers())
     chosen, skipped = [], {}
     gpu_problem: str | None | bool = False  # not checked yet
@@ -229,7 +229,7 @@ def ort_session(path: str | os.PathLike, providers: Sequence[Provider] = (CPU_EP
     fp32 image graph took 98-100 ms with spinning against 56-58 ms without (27.0 vs 27.4 ms on an
     idle machine).
     """
-    import onnxruntime as ort  # noqa: PLC0415
+    import onnxruntime as ort  # noqa: PLC0415 - the engine loads with a model: `import avsl_edge.cli` stays light
 
     so = ort.SessionOptions()
     so.log_severity_level = 3
@@ -258,7 +258,7 @@ class OnnxRuntimeBackend(Backend):
                  device_id: int = 0):
         super().__init__(bundle, variant)
         try:
-            import onnxruntime as ort  # noqa: PLC0415
+            import onnxruntime as ort  # noqa: PLC0415 - the engine loads with a model: `import avsl_edge.cli` stays light
         except ImportError as exc:
             raise BackendError(f"onnxruntime is not installed ({exc}); pip install onnxruntime "
                                "(or onnxruntime-gpu on an NVIDIA machine)") from None
@@ -316,7 +316,7 @@ class OnnxRuntimeBackend(Backend):
 
     @property
     def description(self) -> str:
-        threads = ", threads intra %s inter %s" % tuple(t or "default" for t in self.threads)
+        threads = ", threads intra {} inter {}".format(*(t or "default" for t in self.threads))
         return (f"onnxruntime {self._ort.__version__}, {self.variant}, providers {', '.join(self.providers)}"
                 f"{threads}{', io binding' if self.io_binding else ''}")
 
@@ -387,8 +387,6 @@ class _CudaDriver:
     device buffers, copies). TensorRT's runtime shares the device's primary context."""
 
     def __init__(self, device: int = 0):
-        from .tensorrt_engine import load_libcuda  # noqa: PLC0415 - torch-free, ctypes only
-
         lib = load_libcuda()
         if lib is None:
             raise BackendError("no NVIDIA driver found (libcuda could not be loaded): the TensorRT backend "
@@ -530,8 +528,6 @@ class TensorRTBackend(Backend):
 
     def __init__(self, bundle: Bundle, variant: str = "fp32", device_id: int = 0):
         super().__init__(bundle, variant)
-        from .tensorrt_engine import TensorRTUnavailable, gpu_info, import_tensorrt, load_engine  # noqa: PLC0415
-
         try:
             trt = import_tensorrt()
             gpu = gpu_info(device_id)
@@ -578,8 +574,6 @@ def tensorrt_engines_usable(bundle: Bundle, variant: str) -> str | None:
     else why not (nothing is loaded)."""
     if not bundle.engines(variant=variant):
         return f"the bundle has no TensorRT engines for variant {variant!r}"
-    from .tensorrt_engine import TensorRTUnavailable, engine_mismatches, gpu_info, import_tensorrt  # noqa: PLC0415
-
     try:
         trt = import_tensorrt()
         gpu = gpu_info()
@@ -618,7 +612,7 @@ def create_backend(bundle: Bundle, backend: str = "auto", providers: Sequence[Pr
 
 def available_providers() -> list[str]:
     """onnxruntime's provider list (compiled in; see :func:`auto_providers` for what works here)."""
-    import onnxruntime as ort  # noqa: PLC0415
+    import onnxruntime as ort  # noqa: PLC0415 - the engine loads with a model: `import avsl_edge.cli` stays light
 
     return list(ort.get_available_providers())
 

@@ -19,7 +19,8 @@ import math
 import platform
 import time
 from dataclasses import asdict, dataclass
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 

@@ -37,12 +37,10 @@ Two ways to cut the box (``method``, :data:`BOX_METHODS`):
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import cv2
 import numpy as np
-
-from .result import upsample_map
 
 XYWH = tuple[float, float, float, float]
 WORKING_RESOLUTION = 256  # long side (pixels) at which maps are split and boxes cut
@@ -52,6 +50,12 @@ GRABCUT_SURE = 0.9        # heard map >= this x its max: sure foreground
 GRABCUT_ITERATIONS = 2    # 1: -3 points of hits; 5: no better, 1.3x the time
 GRABCUT_MIN_SIDE = 8      # a frame smaller than this (working size) gets the "map" box
 GRABCUT_SEED = 0x5EED     # OpenCV's random generator state before each GrabCut (determinism)
+
+
+def upsample_map(m: np.ndarray, height: int, width: int) -> np.ndarray:
+    """A low-resolution map -> (height, width) float32, bilinear (cv2.INTER_LINEAR, like the evaluation)."""
+    return cv2.resize(np.ascontiguousarray(m, dtype=np.float32), (int(width), int(height)),
+                      interpolation=cv2.INTER_LINEAR)
 
 
 def working_size(frame_hw: Sequence[int], resolution: int) -> tuple[int, int]:

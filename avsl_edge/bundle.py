@@ -49,13 +49,17 @@ import re
 from collections import Counter
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
+from .audio import CLIP_SAMPLES, SAMPLE_RATE  # what the edge side implements (a manifest must match it)
 from .errors import UserError
 from .fileio import atomic_path, confined
 from .metrics import ClusterMatch
+from .preprocess import IMAGENET_MEAN, IMAGENET_STD
+from .rules import Rules  # the one place that knows the rules' ranges
 
 BUNDLE_FORMAT = "avsl-edge/bundle"
 BUNDLE_FORMAT_VERSION = 1
@@ -197,7 +201,7 @@ class Manifest:
         return d
 
     @classmethod
-    def from_dict(cls, d: Any, where: str = MANIFEST_NAME) -> "Manifest":
+    def from_dict(cls, d: Any, where: str = MANIFEST_NAME) -> Manifest:
         """Parse a manifest's JSON value: every entry is checked here (types, ranges, consistency of
         the sizes; not the files on disk: :func:`read_manifest` confines the paths, :func:`load_bundle`
         checks the files), so a damaged manifest is one BundleError naming the entry."""
@@ -417,9 +421,6 @@ class _ManifestReader:
         return d
 
     def preprocessing(self, v: Any) -> Preprocessing:
-        from .audio import CLIP_SAMPLES, SAMPLE_RATE  # noqa: PLC0415 - what the edge side implements
-        from .preprocess import IMAGENET_MEAN, IMAGENET_STD  # noqa: PLC0415
-
         d = self.obj(v, "preprocessing", [f.name for f in fields(Preprocessing)], ["image_size", "mean", "std"])
         self.integer(d["image_size"], "preprocessing.image_size", lo=FEATURE_STRIDE)
         # the edge runtime implements one preprocessing; a manifest describing another would be ignored
@@ -443,8 +444,6 @@ class _ManifestReader:
         return Preprocessing(**{**d, "mean": tuple(d["mean"]), "std": tuple(d["std"])})
 
     def postprocessing(self, v: Any) -> Postprocessing:
-        from .localizer import Rules  # noqa: PLC0415 - the one place that knows the rules' ranges
-
         d = self.obj(v, "postprocessing", [f.name for f in fields(Postprocessing)])
         at = "postprocessing."
         if "softmax_scale" in d:

@@ -233,7 +233,7 @@ class Calibration:
                 "box_method": self.box_method, "box_tau": self.box_tau, "calibration": self.report}
 
 
-def calibrate(localizer: "Localizer", scenes: Sequence[CalibrationScene], max_fpr: float = 0.02,
+def calibrate(localizer: Localizer, scenes: Sequence[CalibrationScene], max_fpr: float = 0.02,
               batch_size: int = 16, source: str = "") -> Calibration:
     """Fit the rules on ``scenes`` with ``localizer``'s backend (module docstring)."""
     classes = list(localizer.classes)
@@ -270,7 +270,7 @@ def calibrate(localizer: "Localizer", scenes: Sequence[CalibrationScene], max_fp
     # GrabCut (~25 ms a scene) releases the GIL: one thread per core
     with ThreadPoolExecutor(max(1, min(8, os.cpu_count() or 1))) as pool:
         for key in BOX_RULE_GRID:
-            box_hits[key] = [h for job_hits in pool.map(lambda job: hits(job, *key), box_jobs) for h in job_hits]
+            box_hits[key] = [h for job_hits in pool.map(lambda job, key=key: hits(job, *key), box_jobs) for h in job_hits]
     pos = [i for i, s in enumerate(scenes) if s.kind in POSITIVE_KINDS]
     neg = [i for i, s in enumerate(scenes) if s.kind in NEGATIVE_KINDS]
     split = {k: ([v[i] for i in pos], [v[i] for i in neg]) for k, v in scores.items()}

@@ -16,129 +16,54 @@ replace an input or another output (symlinks and hardlinks count), and each must
 video data (exit 2, nothing written) and warns when a video holds fewer frames than its header
 says.
 
-Subcommands live in :data:`COMMANDS` (name -> :class:`Command`); add one with
-:func:`register_command`.
+Subcommands live in :data:`avsl_edge.commands.COMMANDS` (name -> :class:`Command`): this module's
+run, eval, bench and info, then those of the ``avsl_edge.commands`` entry points (``live``, in the
+streaming layer), loaded when the parser is built; add one with :func:`register_command` or an entry
+point (see :mod:`avsl_edge.commands`).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
-import os
 import math
+import os
+import re
+import signal
 import sys
+import threading
 import traceback
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import cv2  # before av: with PyAV's FFmpeg libraries loaded first, OpenCV's window (live) hangs
+import av
 import numpy as np
+import soundfile
+from tqdm import tqdm
 
-from .audio import SAMPLE_RATE
-from .backends import BACKENDS
-from .bundle import VARIANTS, json_default
+from . import __version__, bench
+from .audio import SAMPLE_RATE, load_audio, resample
+from .avcoco import load_avcoco
+from .backends import auto_providers, available_providers, tensorrt_engines_usable
+from .bundle import json_default, load_bundle
+from .bundle_eval import evaluate_bundle, images_to_predict
+from .commands import (COMMANDS, MAX_SIDE, Command, UsageError, add_model_options, check_outputs,  # noqa: F401
+                       discover_commands, model_input, open_localizer, register_command, write_json, write_text)
 from .errors import UserError
-from .media import MediaError
-from .options import MAX_HOP_S, int_in, thread_count
-
-
-class UsageError(UserError, ValueError):
-    """A bad command line or input file found after parsing (exit code 2)."""
-
-
-
-
-@dataclass(frozen=True)
-class Command:
-    name: str
-    help: str
-    configure: Callable[[argparse.ArgumentParser], None]  # adds the command's arguments
-    handler: Callable[[argparse.Namespace], int]          # runs it, returns the exit code
-    description: str = ""
-
-
-COMMANDS: dict[str, Command] = {}
-
-
-def register_command(name: str, help: str, configure: Callable[[argparse.ArgumentParser], None],
-                     handler: Callable[[argparse.Namespace], int], description: str = "") -> Command:
-    """Add (or replace) a subcommand of ``avsl-edge``."""
-    cmd = Command(name, help, configure, handler, description or help)
-    COMMANDS[name] = cmd
-    return cmd
-
-
-# --------------------------------------------------------------------------------------------
-# shared options
-
-
-def add_model_options(p: argparse.ArgumentParser, backend: bool = True) -> None:
-    p.add_argument("--model", metavar="BUNDLE", help="bundle folder (default: $AVSL_EDGE_MODEL, else the bundle "
-                   "the last `python -m training.pipeline` registered)")
-    if not backend:
-        return
-    p.add_argument("--backend", choices=BACKENDS, default="auto",
-                   help="auto (TensorRT engines of the bundle when built for this GPU, else ONNX Runtime), "
-                        "onnxruntime or tensorrt (default: auto)")
-    p.add_argument("--variant", choices=VARIANTS, default=None, help="precision variant (default: fp32)")
-    p.add_argument("--providers", metavar="LIST",
-                   help="ONNX Runtime execution providers, comma-separated, used as given "
-                        "(default: TensorRT EP, CUDA EP, CPU, as far as they work here)")
-    p.add_argument("--threads", type=thread_count, default=0, metavar="N",
-                   help="ONNX Runtime intra-op threads (default 0: its default; at most 4 per core)")
-    p.add_argument("--inter-threads", type=thread_count, default=0, metavar="N",
-                   help="ONNX Runtime inter-op threads (default 0: its default; at most 4 per core)")
-
-
-def model_input(args: argparse.Namespace) -> Path | None:
-    """The bundle folder the command will read (for the output guard), None when none is found
-    (the command then reports that when it loads the model)."""
-    from .registry import resolve_model  # noqa: PLC0415
-
-    try:
-        return resolve_model(args.model)
-    except UserError:
-        return None
-
-
-def check_outputs(outputs: dict[str, Any], inputs: dict[str, Any], folders: tuple[str, ...] = ()) -> None:
-    """The output guard of every command (see :func:`avsl_edge.fileio.check_outputs`), run before any work."""
-    from .fileio import check_outputs as check  # noqa: PLC0415
-
-    check(outputs, inputs, folders)
-
-
-def open_localizer(args: argparse.Namespace, **rules: float | str) -> Any:
-    from . import load  # noqa: PLC0415 - the package imports this module lazily
-
-    providers = [p.strip() for p in args.providers.split(",") if p.strip()] if args.providers is not None else None
-    if providers == []:
-        raise UsageError(f"--providers {args.providers!r} names no provider; give a comma-separated list, "
-                         "e.g. CUDAExecutionProvider,CPUExecutionProvider")
-    if providers is not None and args.backend == "tensorrt":
-        raise UsageError("--providers applies to the onnxruntime backend, not --backend tensorrt")
-    return load(args.model, args.backend, providers, args.variant, intra_op_threads=args.threads,
-                inter_op_threads=args.inter_threads, **rules)
+from .evaluation import class_index, markdown_table
+from .fileio import atomic_path
+from .media import MediaError, VideoWriter, read_audio_track
+from .options import MAX_HOP_S, int_in
+from .registry import resolve_model
+from .rules import Rules
 
 
 def _progress(total: int | None, desc: str, quiet: bool) -> Any:
-    from tqdm import tqdm  # noqa: PLC0415
-
     return tqdm(total=total, desc=desc, unit="frame" if desc == "run" else "image", disable=quiet,
                 leave=False, file=sys.stderr)
-
-
-def _write_text(path: Path, text: str) -> None:
-    from .fileio import atomic_path  # noqa: PLC0415
-
-    with atomic_path(path) as tmp:
-        tmp.write_text(text)
-
-
-def _write_json(path: Path, data: Any) -> None:
-    _write_text(path, json.dumps(data, indent=2, default=json_default) + "\n")
 
 
 # --------------------------------------------------------------------------------------------
@@ -162,11 +87,7 @@ def configure_run(p: argparse.ArgumentParser) -> None:
 
 def _read_sound(path: Path) -> tuple[np.ndarray, int]:
     """(float32 mono at the file's own rate, that rate), through soundfile, else PyAV (video files)."""
-    import av  # noqa: PLC0415
-    import soundfile  # noqa: PLC0415
 
-    from .audio import load_audio  # noqa: PLC0415
-    from .media import read_audio_track  # noqa: PLC0415
 
     if not path.is_file():
         raise UsageError(f"{path}: no such audio or video file")
@@ -211,8 +132,6 @@ class DecodedFrames:
         self.error_mid_file = False
 
     def __iter__(self) -> Any:
-        import av  # noqa: PLC0415
-
         packets = self.container.demux(self.stream)
         while True:
             try:
@@ -235,14 +154,6 @@ class DecodedFrames:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    import contextlib  # noqa: PLC0415
-
-    import av  # noqa: PLC0415
-
-    from .audio import resample  # noqa: PLC0415
-    from .fileio import atomic_path  # noqa: PLC0415
-    from .media import VideoWriter  # noqa: PLC0415
-
     if not args.video.is_file():
         raise UsageError(f"{args.video}: no such video file")
     if args.out.suffix.lower() not in (".mp4", ".mov", ".mkv"):
@@ -329,10 +240,6 @@ def configure_eval(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from .avcoco import load_avcoco  # noqa: PLC0415
-    from .bundle_eval import evaluate_bundle, images_to_predict  # noqa: PLC0415
-    from .evaluation import class_index, markdown_table  # noqa: PLC0415
-
     check_outputs({"--json": args.json, "--markdown": args.markdown},
                   {"--data": args.data, "--model": model_input(args)})
     coco = load_avcoco(args.data)
@@ -354,9 +261,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     md = markdown_table(table)
     extra = {"data": str(args.data), "bundle": str(loc.bundle.root), "backend": loc.backend.info()}
     if args.json:
-        _write_json(args.json, {"table": table, **extra})
+        write_json(args.json, {"table": table, **extra})
     if args.markdown:
-        _write_text(args.markdown, md + "\n")
+        write_text(args.markdown, md + "\n")
     print(md)
     return 0
 
@@ -381,13 +288,11 @@ def configure_bench(p: argparse.ArgumentParser) -> None:
 
 MAX_RUNS = 10_000        # bench --runs / --warmup
 MAX_BATCH = 1024         # eval --batch-size
-MAX_SIDE = 7680          # bench --size, live --camera-size: an 8K frame's width
 MAX_PIXELS = 3840 * 2160  # ... and at most a 4K frame's pixels (the synthetic frame needs ~50 bytes a pixel)
 
 
 def frame_size(text: str) -> tuple[int, int]:
     """An argparse type: ``WIDTHxHEIGHT`` -> (width, height), each side 1..MAX_SIDE, at most MAX_PIXELS."""
-    import re  # noqa: PLC0415
 
     m = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
     if not m:
@@ -400,10 +305,6 @@ def frame_size(text: str) -> tuple[int, int]:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    import cv2  # noqa: PLC0415
-
-    from .bench import benchmark, markdown, synthetic_inputs  # noqa: PLC0415
-
     check_outputs({"--json": args.json}, {"--frame": args.frame, "--audio": args.audio, "--model": model_input(args)})
     w, h = args.size
     rate = 48000
@@ -416,16 +317,16 @@ def cmd_bench(args: argparse.Namespace) -> int:
         if frame.shape[0] * frame.shape[1] > MAX_PIXELS:
             raise UsageError(f"--frame {args.frame}: {frame.shape[1]}x{frame.shape[0]} is larger than a 4K frame "
                              f"({MAX_PIXELS} pixels); give a smaller image")
-        _, audio = synthetic_inputs(16, 16)
+        _, audio = bench.synthetic_inputs(16, 16)
     else:
-        frame, audio = synthetic_inputs(w, h)
+        frame, audio = bench.synthetic_inputs(w, h)
     if args.audio:
         audio, rate = _read_sound(args.audio)
     loc = open_localizer(args)
-    report = benchmark(loc, frame, audio, rate, args.runs, args.warmup)
+    report = bench.benchmark(loc, frame, audio, rate, args.runs, args.warmup)
     if args.json:
-        _write_json(args.json, report)
-    print(markdown(report))
+        write_json(args.json, report)
+    print(bench.markdown(report))
     return 0
 
 
@@ -440,15 +341,11 @@ def configure_info(p: argparse.ArgumentParser) -> None:
 
 
 def bundle_info(root: Path, verify: bool = True) -> dict[str, Any]:
-    from .backends import auto_providers, available_providers, tensorrt_engines_usable  # noqa: PLC0415
-    from .bundle import load_bundle  # noqa: PLC0415
-    from .localizer import Rules  # noqa: PLC0415
-
     b = load_bundle(root, verify=verify)
     m = b.manifest
     works, skipped = auto_providers()
     try:
-        import onnxruntime  # noqa: PLC0415
+        import onnxruntime  # noqa: PLC0415 - only its version; the engine loads with a model, never for --help
 
         ort_version = onnxruntime.__version__
     except ImportError:
@@ -489,8 +386,6 @@ def operating_point_lines(calibration: dict, score: str) -> list[str]:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from .registry import resolve_model  # noqa: PLC0415
-
     info = bundle_info(resolve_model(args.model), verify=not args.no_verify)
     if args.json:
         print(json.dumps(info, indent=2, default=json_default))
@@ -544,19 +439,16 @@ register_command("bench", "per-stage latency (median/p90 over warm runs) and FPS
                  "and overlay on a synthetic (or given) frame and audio clip.")
 register_command("info", "manifest summary, classes, variants, engines, execution providers", configure_info,
                  cmd_info)
-from . import live as _live  # noqa: E402, F401 - registers `avsl-edge live` (runtime/ loads when it runs)
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="avsl-edge", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog=__doc__.split("\n\n", 1)[1].rsplit("\n\n", 1)[0])
-    from . import __version__  # noqa: PLC0415
-
     p.add_argument("--version", action="version", version=f"avsl-edge {__version__}")
     p.add_argument("-v", "--verbose", action="store_true", help="log the backend and provider choices")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for cmd in COMMANDS.values():
+    for cmd in discover_commands().values():  # run, eval, bench, info, then live and any plug-in
         sp = sub.add_parser(cmd.name, help=cmd.help, description=cmd.description)
         cmd.configure(sp)
         sp.set_defaults(handler=cmd.handler)
@@ -568,9 +460,6 @@ def _terminate(signum: int, frame: Any) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import signal  # noqa: PLC0415
-    import threading  # noqa: PLC0415
-
     ours = threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
     if ours:
         signal.signal(signal.SIGTERM, _terminate)
@@ -607,8 +496,4 @@ def _main(argv: list[str] | None) -> int:
 
 
 if __name__ == "__main__":
-    # Under `python -m avsl_edge.cli` this file runs as __main__; subcommands registered from other
-    # modules (live) go into the imported avsl_edge.cli, so dispatch through the console entry point.
-    from avsl_edge.console import main as _main
-
-    sys.exit(_main())
+    sys.exit(main())  # `python -m avsl_edge.cli`: the commands table is avsl_edge.commands', shared

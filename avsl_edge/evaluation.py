@@ -20,12 +20,14 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 from . import metrics
 from .avcoco import AVCoco, AVCocoError, AVImage
+from .fileio import atomic_path
 
 
 @dataclass
@@ -163,8 +165,6 @@ def markdown_table(table: dict[str, dict[str, Any]]) -> str:
 
 def write_report(table: dict[str, dict[str, Any]], json_path: Path | None, md_path: Path | None,
                  extra: dict[str, Any] | None = None) -> str:
-    from .fileio import atomic_path  # noqa: PLC0415
-
     md = markdown_table(table)
     if json_path is not None:
         with atomic_path(json_path) as tmp:

@@ -48,7 +48,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -57,29 +57,18 @@ from .errors import UserError
 from .audio import (CLIP_SAMPLES, FLOAT_PEAK_LIMIT, SAMPLE_RATE, AudioError, as_audio_array, check_layout, fit_clip,
                     resample, to_mono_float32)
 from .backends import Backend
-from .boxes import BOX_METHODS, WORKING_RESOLUTION, sounding_boxes
-from .bundle import Bundle, Postprocessing
+from .boxes import WORKING_RESOLUTION, sounding_boxes
+from .bundle import Bundle
 from .preprocess import normalize_chw, resize_rgb
 from .result import Box, Result
+from .rules import IN_VIEW_SCORES, RuleError, Rules  # noqa: F401 - also avsl_edge.localizer's, as before
 
 MAX_SAMPLE_RATE = 768_000
 SILENCE_DB = -120.0     # the level reported for digital silence
 
 
-IN_VIEW_SCORES: tuple[str, ...] = ("av_score", "presence", "heard_av")
-TEXT_RULES: tuple[str, ...] = ("in_view_score", "box_method")  # the Rules that are names, not numbers
-
-
 class InputError(UserError, ValueError):
     """A frame (or other argument) that the localizer cannot use; the message says how to fix it."""
-
-
-class RuleError(UserError, ValueError):
-    """A decision rule (threshold, score, box method) outside what it can be."""
-
-
-class UnknownRuleError(UserError, TypeError):
-    """A rule override that names no rule (a TypeError, as an unknown keyword argument is)."""
 
 
 def class_presence(v_fea: np.ndarray, dictionary: np.ndarray) -> np.ndarray:
@@ -111,48 +100,6 @@ def heard_av_score(av_map: np.ndarray, class_maps: np.ndarray, class_probs: np.n
                          f"{av.shape}, {maps.shape} and {p.shape}")
     heard = np.einsum("bc,bchw->bhw", p, maps)
     return (av * heard).reshape(av.shape[0], -1).max(axis=1)
-
-
-@dataclass(frozen=True)
-class Rules:
-    """The decision thresholds (module docstring, "Decisions")."""
-
-    in_view_threshold: float = 0.5
-    audio_gate_db: float = -50.0
-    class_threshold: float = 0.25
-    box_tau: float = 0.5
-    in_view_score: str = "av_score"  # which score in_view_threshold applies to (IN_VIEW_SCORES)
-    box_method: str = "map"          # how boxes are cut (avsl_edge.boxes.BOX_METHODS)
-
-    def __post_init__(self) -> None:
-        if self.in_view_score not in IN_VIEW_SCORES:
-            raise RuleError(f"Rules.in_view_score must be one of {', '.join(IN_VIEW_SCORES)}, "
-                             f"got {self.in_view_score!r}")
-        if self.box_method not in BOX_METHODS:
-            raise RuleError(f"Rules.box_method must be one of {', '.join(BOX_METHODS)}, got {self.box_method!r}")
-        for name in ("in_view_threshold", "class_threshold", "box_tau"):
-            v = getattr(self, name)
-            if not (isinstance(v, (int, float)) and math.isfinite(v) and 0.0 <= v <= 1.0):
-                raise RuleError(f"Rules.{name} must be a number in [0, 1], got {v!r}")
-        if not (isinstance(self.audio_gate_db, (int, float)) and -200.0 <= self.audio_gate_db <= 0.0):
-            raise RuleError(f"Rules.audio_gate_db must be a level in dBFS in [-200, 0], got {self.audio_gate_db!r}")
-
-    @classmethod
-    def from_postprocessing(cls, p: Postprocessing, **overrides: float | str | None) -> "Rules":
-        """The manifest's values (a bundle without calibration: ``sounding_threshold`` and defaults)."""
-        values: dict[str, Any] = {
-            "in_view_threshold": p.in_view_threshold if p.in_view_threshold is not None else p.sounding_threshold,
-            "audio_gate_db": p.audio_gate_db, "class_threshold": p.class_threshold, "box_tau": p.box_tau,
-            "in_view_score": p.in_view_score or "av_score", "box_method": p.box_method or "map",
-        }
-        unknown = sorted(set(overrides) - set(values))
-        if unknown:
-            raise UnknownRuleError(f"unknown rule overrides {unknown}; the rules are {sorted(values)}")
-        values.update({k: (v if k in TEXT_RULES else float(v)) for k, v in overrides.items() if v is not None})
-        return cls(**values)
-
-    def to_dict(self) -> dict[str, float | str]:
-        return {k: (v if isinstance(v, str) else float(v)) for k, v in asdict(self).items()}
 
 
 @dataclass(frozen=True)
@@ -255,7 +202,7 @@ class Localizer:
         self.dictionary = np.asarray(bundle.dictionary, np.float32)
 
     # ---- configuration
-    def with_rules(self, **overrides: float | str) -> "Localizer":
+    def with_rules(self, **overrides: float | str) -> Localizer:
         """A Localizer sharing this one's backend, with some rules replaced."""
         return Localizer(self.bundle, self.backend, replace(self.rules, **overrides), self.keep_image,
                          self.box_resolution)
@@ -267,7 +214,7 @@ class Localizer:
     def close(self) -> None:
         self.backend.close()
 
-    def __enter__(self) -> "Localizer":
+    def __enter__(self) -> Localizer:
         return self
 
     def __exit__(self, *exc: object) -> None:

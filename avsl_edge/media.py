@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterable
+from collections.abc import Iterable
 
 import av
 import numpy as np
@@ -136,7 +136,7 @@ class VideoWriter:
             self._container = None
         Path(self._tmp).unlink(missing_ok=True)
 
-    def __enter__(self) -> "VideoWriter":
+    def __enter__(self) -> VideoWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:

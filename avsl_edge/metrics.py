@@ -392,7 +392,7 @@ class ClusterMatch:
         return float(self.affinity[self.cluster_to_class, np.arange(self.n_clusters)].sum())
 
     @classmethod
-    def from_cluster_to_class(cls, cluster_to_class: Any, n_classes: int, affinity: Any = None) -> "ClusterMatch":
+    def from_cluster_to_class(cls, cluster_to_class: Any, n_classes: int, affinity: Any = None) -> ClusterMatch:
         """Build (and validate) a match from a saved ``cluster_to_class`` list."""
         c2c = np.asarray(cluster_to_class)
         if c2c.ndim != 1 or c2c.size == 0 or not np.issubdtype(c2c.dtype, np.integer):
@@ -428,7 +428,7 @@ class ClusterMatch:
         }
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "ClusterMatch":
+    def from_dict(cls, d: Mapping[str, Any]) -> ClusterMatch:
         try:
             return cls.from_cluster_to_class(d["cluster_to_class"], int(d["n_classes"]), d.get("affinity"))
         except KeyError as e:

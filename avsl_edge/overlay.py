@@ -176,7 +176,7 @@ def draw_legend(img: np.ndarray, entries: Sequence[tuple[str, tuple[int, int, in
     roi = img[y0:y1, x0:x1]
     roi[:] = cv2.convertScaleAbs(roi, alpha=0.35)
     y = y0 + pad
-    for (text, colour), (tw, tht) in zip(entries, sizes):
+    for (text, colour), (_tw, tht) in zip(entries, sizes):
         x = x0 + pad
         if colour is not None:
             cv2.rectangle(img, (x, y), (x + sw, y + sw), colour, -1)
@@ -186,7 +186,7 @@ def draw_legend(img: np.ndarray, entries: Sequence[tuple[str, tuple[int, int, in
     return (x0, y0, x1, y1)
 
 
-def draw(image: np.ndarray, result: "Result", *, rgb: bool = False, style: str = "heat", boxes: bool = True,
+def draw(image: np.ndarray, result: Result, *, rgb: bool = False, style: str = "heat", boxes: bool = True,
          legend: bool = True, silent: Sequence[tuple[float, float, float, float, str]] | None = None,
          contour_level: float | None = None) -> np.ndarray:
     """The overlay of ``result`` on a copy of ``image`` ((H, W, 3) uint8, BGR unless ``rgb``).

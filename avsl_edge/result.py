@@ -23,8 +23,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import cv2
 import numpy as np
+
+from .boxes import WORKING_RESOLUTION, heard_maps_at, upsample_map, working_size
+from .overlay import draw
 
 
 @dataclass(frozen=True)
@@ -42,7 +44,7 @@ class Box:
     def xyxy(self) -> tuple[float, float, float, float]:
         return (self.x, self.y, self.x + self.w, self.y + self.h)
 
-    def iou(self, other: "Box | tuple[float, float, float, float]") -> float:
+    def iou(self, other: Box | tuple[float, float, float, float]) -> float:
         """Intersection over union with another Box or an (x, y, w, h) tuple."""
         x, y, w, h = (other.x, other.y, other.w, other.h) if isinstance(other, Box) else other
         ix = max(0.0, min(self.x + self.w, x + w) - max(self.x, x))
@@ -54,12 +56,6 @@ class Box:
     def to_dict(self) -> dict[str, Any]:
         return {"label": self.label, "score": round(self.score, 6), "x": round(self.x, 2), "y": round(self.y, 2),
                 "w": round(self.w, 2), "h": round(self.h, 2)}
-
-
-def upsample_map(m: np.ndarray, height: int, width: int) -> np.ndarray:
-    """A low-resolution map -> (height, width) float32, bilinear (cv2.INTER_LINEAR, like the evaluation)."""
-    return cv2.resize(np.ascontiguousarray(m, dtype=np.float32), (int(width), int(height)),
-                      interpolation=cv2.INTER_LINEAR)
 
 
 @dataclass
@@ -121,8 +117,6 @@ class Result:
             raise KeyError(f"{name!r} is not sounding in view; sounding: {list(self.sounding)}")
         key = ("heard", name)
         if key not in self._cache:
-            from .boxes import WORKING_RESOLUTION, heard_maps_at, working_size  # noqa: PLC0415 - circular
-
             small = heard_maps_at(self.av_map_lowres, self.class_maps_lowres[[self._index(c) for c in self.sounding]],
                                   working_size(self.frame_size, WORKING_RESOLUTION))
             for c, m in zip(self.sounding, small):
@@ -138,8 +132,6 @@ class Result:
     def plot(self, image: np.ndarray | None = None, **options: Any) -> np.ndarray:
         """The overlay (see :func:`avsl_edge.overlay.draw` for ``options``) on ``image`` (default:
         the input frame), in the colour order of the input; its time goes to ``speed['overlay']``."""
-        from .overlay import draw  # noqa: PLC0415 - overlay imports this module
-
         base = self.image if image is None else image
         if base is None:
             raise ValueError("this Result keeps no frame (keep_image=False); pass image=")

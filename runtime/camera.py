@@ -368,7 +368,7 @@ class CameraSource:
             self._cond.notify_all()
         self._thread.join(timeout)
 
-    def __enter__(self) -> "CameraSource":
+    def __enter__(self) -> CameraSource:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -286,7 +286,7 @@ class MicSource:
         if getattr(self, "_stream", None) is not None and not getattr(self, "_closed", True):
             self.close()
 
-    def __enter__(self) -> "MicSource":
+    def __enter__(self) -> MicSource:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -361,7 +361,7 @@ class FileAudioSource:
     def close(self) -> None:
         self._closed = True
 
-    def __enter__(self) -> "FileAudioSource":
+    def __enter__(self) -> FileAudioSource:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -12,7 +12,8 @@ import re
 import shutil
 import sys
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
 import pytest

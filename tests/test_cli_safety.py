@@ -73,7 +73,7 @@ def no_model_load(monkeypatch, tmp_path):
     def must_not_load(*args, **kwargs):
         raise AssertionError("the model was loaded: the check came too late")
 
-    from avsl_edge import live
+    from runtime import live_command as live
 
     monkeypatch.setattr(cli, "open_localizer", must_not_load)
     monkeypatch.setattr(live, "open_localizer", must_not_load)
@@ -216,7 +216,7 @@ def test_an_output_that_cannot_be_written_is_exit_2_before_any_work(command, pro
 
 
 def test_live_snapshot_dir_must_be_a_folder_it_can_write(media, no_model_load, tmp_path, capsys, monkeypatch):
-    from avsl_edge import live
+    from runtime import live_command as live
 
     monkeypatch.setattr(live, "display_unavailable", lambda: None)  # a window would open: no X needed here
     not_a_folder = tmp_path / "file"

@@ -3,15 +3,17 @@ training-side evaluation of the same model), bench, info, --help everywhere, exi
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from avsl_edge import cli
+from avsl_edge import cli, commands
 from avsl_edge.audio import save_audio
 from avsl_edge.media import probe, read_audio_track, write_video
 
@@ -143,6 +145,73 @@ def test_internal_errors_exit_1_with_a_traceback(monkeypatch, capsys):
     assert cli.main(["boom"]) == 1
     err = capsys.readouterr().err
     assert "Traceback" in err and "RuntimeError: a bug" in err and "internal error" in err
+
+
+@pytest.fixture
+def plugin(monkeypatch):
+    """A command `hello` in a module of its own, named by an `avsl_edge.commands` entry point (the
+    metadata an installed distribution would carry), plus one whose module does not exist."""
+    seen: list[str] = []
+
+    def configure(p):
+        p.add_argument("--who", default="world")
+
+    def handler(args):
+        seen.append(args.who)
+        return 0
+
+    module = types.ModuleType("avsl_hello_plugin")
+    module.HELLO = commands.Command("hello", "greets", configure, handler)
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    group = [importlib.metadata.EntryPoint("hello", "avsl_hello_plugin:HELLO", commands.ENTRY_POINT_GROUP),
+             importlib.metadata.EntryPoint("gone", "avsl_no_such_plugin:GONE", commands.ENTRY_POINT_GROUP)]
+    asked: list[str] = []
+
+    def entry_points(**kwargs):
+        asked.append(kwargs["group"])
+        return [ep for ep in group if ep.group == kwargs["group"]]
+
+    monkeypatch.setattr(importlib.metadata, "entry_points", entry_points)
+    before = dict(commands.COMMANDS)
+    yield seen, asked
+    commands.COMMANDS.clear()
+    commands.COMMANDS.update(before)
+
+
+def test_commands_from_entry_points_run_like_the_built_in_ones(plugin, capsys, caplog):
+    seen, asked = plugin
+    assert cli.main(["hello", "--who", "edge"]) == 0 and seen == ["edge"]
+    assert asked and set(asked) == {"avsl_edge.commands"}
+    assert cli.main(["--help"]) == 0
+    listed = [line.split()[0] for line in capsys.readouterr().out.splitlines() if line.startswith("    ")
+              and line[4] != " "]  # a command's first line, not a wrapped help line
+    assert listed[:4] == ["run", "eval", "bench", "info"] and {"live", "hello"} <= set(listed[4:])
+    assert "gone" not in listed  # its module does not exist: left out, with a warning, the others still work
+    assert "left out the command 'gone' (avsl_no_such_plugin:GONE)" in caplog.text
+
+
+def test_the_live_command_is_found_without_the_entry_point_metadata(monkeypatch):
+    """A source checkout (or an install made before the group existed) has no entry points: the
+    built-in list still names `avsl-edge live`, in the streaming layer."""
+    monkeypatch.setattr(importlib.metadata, "entry_points", lambda **kwargs: [])
+    before = dict(commands.COMMANDS)
+    commands.COMMANDS.pop("live", None)
+    try:
+        assert commands.command_sources() == {"live": "runtime.live_command:LIVE"}
+        assert commands.discover_commands()["live"].handler.__module__ == "runtime.live_command"
+    finally:
+        commands.COMMANDS.clear()
+        commands.COMMANDS.update(before)
+
+
+def test_an_entry_point_must_name_the_command_it_is_listed_as(monkeypatch):
+    module = types.ModuleType("avsl_mislabelled_plugin")
+    module.OTHER = commands.Command("other", "not hello", lambda p: None, lambda a: 0)
+    module.NOT_A_COMMAND = print
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    for value in ("avsl_mislabelled_plugin:OTHER", "avsl_mislabelled_plugin:NOT_A_COMMAND"):
+        with pytest.raises(TypeError, match="is not the Command 'hello'"):
+            commands.load_command("hello", value)
 
 
 def test_console_script_runs_in_a_fresh_interpreter(smoke_bundle):

@@ -31,7 +31,7 @@ import pytest
 import avsl_edge
 from avsl_edge import cli
 from avsl_edge.audio import load_audio, save_audio
-from avsl_edge.live import Hud, display_size, draw_hud, hud_lines, key_action, level_fraction, scaled_result
+from runtime.live_command import Hud, display_size, draw_hud, hud_lines, key_action, level_fraction, scaled_result
 from avsl_edge.media import read_audio_track
 from avsl_edge.overlay import class_colour
 from training.data.synth import SynthMusic, write_scene_video
@@ -431,8 +431,17 @@ def test_scaled_result_scales_boxes_and_maps(media, bundle):
     assert r.av_map.shape == (224, 224)  # the original keeps its own cache
 
 
-def test_the_live_command_is_torch_free_and_loads_the_runtime_lazily():
-    code = ("import sys, avsl_edge.cli; assert 'live' in avsl_edge.cli.COMMANDS; "
-            "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith(('runtime', 'sounddevice'))))")
+def test_the_live_command_lives_in_the_runtime_and_the_cli_finds_it_when_it_builds_its_parser():
+    """`import avsl_edge, avsl_edge.cli` loads neither torch nor the streaming layer; building the
+    parser loads the live command from runtime/ (still no torch, and sounddevice only once a
+    microphone opens), and `avsl-edge --help` lists it."""
+    heavy = "sorted(m for m in sys.modules if m == 'torch' or m.startswith(('torch.', 'runtime', 'sounddevice')))"
+    code = (f"import sys, avsl_edge, avsl_edge.cli; print({heavy}); "
+            "assert 'live' not in avsl_edge.cli.COMMANDS; avsl_edge.cli.build_parser(); "
+            f"print(avsl_edge.cli.COMMANDS['live'].handler.__module__, {heavy})")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]"
+    assert out.stdout.splitlines() == ["[]", "runtime.live_command ['runtime', 'runtime.camera', 'runtime.live_command', "
+                                       "'runtime.microphone', 'runtime.recording', 'runtime.ring', 'runtime.scheduler']"]
+    listed = subprocess.run([sys.executable, "-m", "avsl_edge", "--help"], cwd=REPO, capture_output=True, text=True,
+                            check=True)
+    assert any(line.split()[:1] == ["live"] for line in listed.stdout.splitlines()), listed.stdout

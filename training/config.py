@@ -351,7 +351,7 @@ def add_override_arguments(parser: argparse.ArgumentParser, cfg: RunConfig | Non
     ``skip`` names fields the caller offers as options of its own."""
     cfg = cfg or RunConfig()
     group = parser.add_argument_group("configuration (override any preset value)")
-    for name, f, value in _leaves(cfg):
+    for name, _f, value in _leaves(cfg):
         if name in skip:
             continue
         group.add_argument(f"--{name}", dest=f"set:{name}", default=None, metavar="V",

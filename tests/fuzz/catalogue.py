@@ -728,7 +728,9 @@ def register_run_cases() -> None:
             return ctx.cli("run", v, *args, "--quiet", watch=[v] if watch_video else [], timeout=timeout)
         return build
 
-    out = lambda d, v: d / "out.mp4"
+    def out(d, v):
+        return d / "out.mp4"
+
     cli_case("a good run", "run", run("--out", out), bad=False)
     cli_case("--out the input video", "run", run("--out", lambda d, v: v))
     cli_case("--json the input video", "run", run("--out", out, "--json", lambda d, v: v))

@@ -14,7 +14,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from avsl_edge import cli, live
+from avsl_edge import cli
+from runtime import live_command as live
 from avsl_edge.errors import UserError
 from avsl_edge.options import max_threads
 

@@ -19,7 +19,8 @@ list), whatever ids the annotation file uses.
 from __future__ import annotations
 
 import os
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch

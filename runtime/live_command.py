@@ -1,4 +1,5 @@
-"""``avsl-edge live``: a camera and a microphone -> live per-class overlays, with a HUD.
+"""``avsl-edge live``: a camera and a microphone -> live per-class overlays, with a HUD (the
+``avsl_edge.commands`` entry point ``live``; see :mod:`avsl_edge.commands`).
 
     avsl-edge live --camera 0                                  # webcam 0 + default microphone, in a window
     avsl-edge live --camera 0 --mic USB --record out.mp4       # ... and record the overlay video with the sound
@@ -8,10 +9,10 @@
 
 ``--camera`` is an index, a device path, a video file (paced at its own frame rate, like a camera)
 or a stream URL (RTSP/HTTP), as OpenCV takes them; ``--mic`` a sounddevice index or (part of a)
-name, or an audio file replayed in real time. The streaming machinery is the ``runtime`` package
-(imported only when the command runs): a camera thread keeping only the newest frame, a
-sounddevice ``InputStream`` whose callback only queues blocks, a ring buffer with the stream's
-timestamps, and :class:`runtime.scheduler.LiveLoop`: the audio embedding is recomputed every
+name, or an audio file replayed in real time. The streaming machinery is the rest of the ``runtime``
+package (it loads with the CLI's parser, and needs nothing the CLI has not loaded already): a camera
+thread keeping only the newest frame, a sounddevice ``InputStream`` whose callback only queues
+blocks, a ring buffer with the stream's timestamps, and :class:`runtime.scheduler.LiveLoop`: the audio embedding is recomputed every
 ``--hop`` seconds on the last second of sound (optionally on a second thread, ``--audio-worker``),
 the image path runs on every frame the loop gets, and frames that arrive while it is busy are
 dropped, never queued, so latency stays bounded.
@@ -58,13 +59,19 @@ from typing import Any
 import cv2
 import numpy as np
 
-from .cli import (MAX_SIDE, UsageError, _write_json, add_model_options, check_outputs, model_input, open_localizer,
-                  register_command)
-from .options import MAX_HOP_S, int_in
-from .boxes import BOX_METHODS
-from .localizer import IN_VIEW_SCORES
-from .overlay import FONT, STYLES, class_colour, scale_of
-from .result import Box, Result
+from avsl_edge.audio import AudioError
+from avsl_edge.boxes import BOX_METHODS
+from avsl_edge.commands import (MAX_SIDE, Command, UsageError, add_model_options, check_outputs, model_input,
+                                open_localizer, write_json)
+from avsl_edge.fileio import atomic_path
+from avsl_edge.localizer import IN_VIEW_SCORES
+from avsl_edge.options import MAX_HOP_S, int_in
+from avsl_edge.overlay import FONT, STYLES, class_colour, scale_of
+from avsl_edge.result import Box, Result
+
+from .camera import CameraError, CameraSource, describe_cameras, list_cameras, parse_camera_spec
+from .microphone import MicrophoneError, find_input_device, list_devices, open_audio_source
+from .scheduler import LiveLoop, StopSignals
 
 # ---------------------------------------------------------------------------------------------------- HUD
 
@@ -344,9 +351,6 @@ def configure_live(p: argparse.ArgumentParser) -> None:
 
 
 def _print_devices() -> int:
-    from runtime.camera import describe_cameras, list_cameras  # noqa: PLC0415
-    from runtime.microphone import MicrophoneError, list_devices  # noqa: PLC0415
-
     cams = list_cameras()
     print("cameras (--camera INDEX; a video file or a stream URL also work):")
     print("\n".join(f"  {c}" for c in cams) if cams else f"  {describe_cameras()}")
@@ -391,8 +395,6 @@ def _check_outputs(args: argparse.Namespace, camera_file: str | None) -> None:
 
 def _check_mic(spec: str | None) -> None:
     """Fail before the model loads: a missing audio file, or no input device matching ``spec``."""
-    from runtime.microphone import MicrophoneError, find_input_device  # noqa: PLC0415
-
     if spec is not None and Path(spec).is_file():
         return
     if spec is not None and (os.sep in spec or Path(spec).suffix.lower() in (".wav", ".flac", ".ogg", ".mp3")):
@@ -434,12 +436,6 @@ def cmd_live(args: argparse.Namespace) -> int:
     if args.list_devices:
         return _print_devices()
     camera_size = _check_args(args)
-    from runtime.camera import CameraError, CameraSource, parse_camera_spec  # noqa: PLC0415
-    from runtime.microphone import MicrophoneError, open_audio_source  # noqa: PLC0415
-    from runtime.scheduler import StopSignals  # noqa: PLC0415
-
-    from .audio import AudioError  # noqa: PLC0415
-
     try:
         spec = parse_camera_spec(args.camera)  # a missing file or device fails here, before the model loads
     except CameraError as exc:
@@ -480,12 +476,6 @@ def cmd_live(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace, loc: Any, camera: Any, mic: Any, window: LiveWindow | None,
          t_open: float, signals: Any) -> int:
-    from runtime.camera import CameraError  # noqa: PLC0415
-    from runtime.microphone import MicrophoneError  # noqa: PLC0415
-    from runtime.scheduler import LiveLoop  # noqa: PLC0415
-
-    from .fileio import atomic_path  # noqa: PLC0415
-
     colours = {c: class_colour(i) for i, c in enumerate(loc.classes)}
     gate_db = float(loc.rules.audio_gate_db)
     stages = {k: _Rolling() for k in STAGE_ORDER}
@@ -593,7 +583,7 @@ def _run(args: argparse.Namespace, loc: Any, camera: Any, mic: Any, window: Live
         "warnings": warnings,
     }
     if args.summary_json:
-        _write_json(args.summary_json, summary)
+        write_json(args.summary_json, summary)
     print(summary_text(summary), flush=True)
     if failure is not None:
         saved = f"; the recording is saved: {recording}" if recording else ""
@@ -622,7 +612,7 @@ def summary_text(s: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-register_command(
+LIVE = Command(
     "live", "camera + microphone -> live per-class overlays with a HUD (window, recording, JSON lines)",
     configure_live, cmd_live,
     "Localize the sounding objects of a live camera with a live microphone: the audio embedding every --hop "

@@ -1,0 +1,151 @@
+"""What every ``avsl-edge`` subcommand shares: the :class:`Command` table, the model options,
+the output guard, the JSON writer, the usage error; and how commands outside this package are found.
+
+A leaf of the CLI: :mod:`avsl_edge.cli` and the commands defined elsewhere (``avsl-edge live`` lives
+in the streaming layer, :mod:`runtime.live_command`) import this module, never each other. A
+command outside this package is a :class:`Command` named in the ``avsl_edge.commands`` entry-point
+group (``[project.entry-points."avsl_edge.commands"]`` in pyproject.toml: ``name = "module:OBJECT"``);
+:func:`discover_commands` loads them when the parser is built, so importing the CLI loads none of them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.metadata
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .api import load
+from .backends import BACKENDS
+from .bundle import VARIANTS, json_default
+from .errors import UserError
+from .fileio import atomic_path
+from .fileio import check_outputs as _check_outputs
+from .options import thread_count
+from .registry import resolve_model
+
+log = logging.getLogger(__name__)
+
+ENTRY_POINT_GROUP = "avsl_edge.commands"
+# The commands this distribution ships outside avsl_edge: found without the entry-point metadata too
+# (a source checkout on PYTHONPATH, an editable install made before the group existed).
+BUILTIN_COMMANDS = {"live": "runtime.live_command:LIVE"}
+
+MAX_SIDE = 7680  # bench --size, live --camera-size: an 8K frame's width
+
+
+class UsageError(UserError, ValueError):
+    """A bad command line or input file found after parsing (exit code 2)."""
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    help: str
+    configure: Callable[[argparse.ArgumentParser], None]  # adds the command's arguments
+    handler: Callable[[argparse.Namespace], int]          # runs it, returns the exit code
+    description: str = ""
+
+
+COMMANDS: dict[str, Command] = {}
+
+
+def register_command(name: str, help: str, configure: Callable[[argparse.ArgumentParser], None],
+                     handler: Callable[[argparse.Namespace], int], description: str = "") -> Command:
+    """Add (or replace) a subcommand of ``avsl-edge``."""
+    cmd = Command(name, help, configure, handler, description or help)
+    COMMANDS[name] = cmd
+    return cmd
+
+
+def command_sources() -> dict[str, str]:
+    """name -> "module:OBJECT" of the commands outside this package: the built-in ones, then the
+    ``avsl_edge.commands`` entry points (an entry point of the same name replaces a built-in)."""
+    found = dict(BUILTIN_COMMANDS)
+    found.update({ep.name: ep.value for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)})
+    return found
+
+
+def load_command(name: str, source: str) -> Command:
+    """The :class:`Command` that ``source`` ("module:OBJECT") names."""
+    module, _, attr = source.partition(":")
+    cmd = getattr(importlib.import_module(module), attr or "COMMAND")
+    if not isinstance(cmd, Command) or cmd.name != name:
+        raise TypeError(f"{source} (command {name!r}) is not the Command {name!r}: {cmd!r}")
+    return cmd
+
+
+def discover_commands() -> dict[str, Command]:
+    """Register every command of :func:`command_sources` not registered yet; returns :data:`COMMANDS`.
+    A third-party command that cannot be imported is left out with a warning, so it cannot break the others."""
+    for name, source in command_sources().items():
+        if name in COMMANDS:
+            continue
+        try:
+            COMMANDS[name] = load_command(name, source)
+        except ImportError as exc:
+            if name in BUILTIN_COMMANDS and source == BUILTIN_COMMANDS[name]:
+                raise
+            log.warning("avsl-edge: left out the command %r (%s): %s", name, source, exc)
+    return COMMANDS
+
+
+# --------------------------------------------------------------------------------------------
+# shared options
+
+
+def add_model_options(p: argparse.ArgumentParser, backend: bool = True) -> None:
+    p.add_argument("--model", metavar="BUNDLE", help="bundle folder (default: $AVSL_EDGE_MODEL, else the bundle "
+                   "the last `python -m training.pipeline` registered)")
+    if not backend:
+        return
+    p.add_argument("--backend", choices=BACKENDS, default="auto",
+                   help="auto (TensorRT engines of the bundle when built for this GPU, else ONNX Runtime), "
+                        "onnxruntime or tensorrt (default: auto)")
+    p.add_argument("--variant", choices=VARIANTS, default=None, help="precision variant (default: fp32)")
+    p.add_argument("--providers", metavar="LIST",
+                   help="ONNX Runtime execution providers, comma-separated, used as given "
+                        "(default: TensorRT EP, CUDA EP, CPU, as far as they work here)")
+    p.add_argument("--threads", type=thread_count, default=0, metavar="N",
+                   help="ONNX Runtime intra-op threads (default 0: its default; at most 4 per core)")
+    p.add_argument("--inter-threads", type=thread_count, default=0, metavar="N",
+                   help="ONNX Runtime inter-op threads (default 0: its default; at most 4 per core)")
+
+
+def model_input(args: argparse.Namespace) -> Path | None:
+    """The bundle folder the command will read (for the output guard), None when none is found
+    (the command then reports that when it loads the model)."""
+    try:
+        return resolve_model(args.model)
+    except UserError:
+        return None
+
+
+def check_outputs(outputs: dict[str, Any], inputs: dict[str, Any], folders: tuple[str, ...] = ()) -> None:
+    """The output guard of every command (see :func:`avsl_edge.fileio.check_outputs`), run before any work."""
+    _check_outputs(outputs, inputs, folders)
+
+
+def open_localizer(args: argparse.Namespace, **rules: float | str) -> Any:
+    providers = [p.strip() for p in args.providers.split(",") if p.strip()] if args.providers is not None else None
+    if providers == []:
+        raise UsageError(f"--providers {args.providers!r} names no provider; give a comma-separated list, "
+                         "e.g. CUDAExecutionProvider,CPUExecutionProvider")
+    if providers is not None and args.backend == "tensorrt":
+        raise UsageError("--providers applies to the onnxruntime backend, not --backend tensorrt")
+    return load(args.model, args.backend, providers, args.variant, intra_op_threads=args.threads,
+                inter_op_threads=args.inter_threads, **rules)
+
+
+def write_text(path: Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def write_json(path: Path, data: Any) -> None:
+    write_text(path, json.dumps(data, indent=2, default=json_default) + "\n")
