@@ -4,14 +4,17 @@ private PulseAudio server (`pulse`) for the microphone tests of the live runtime
 from __future__ import annotations
 
 import atexit
+import contextlib
 import glob
 import os
 import shutil
 import signal
+import sys
 import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -49,6 +52,31 @@ def smoke_bundle(smoke_run: Path) -> Path:
     bundle = smoke_run / "bundle"
     assert (bundle / "manifest.json").is_file()
     return bundle
+
+
+# ------------------------------------------------------------------------- which files a block opens
+
+_opened: list[str] | None = None
+
+
+def _audit(event: str, args: tuple) -> None:
+    if event == "open" and _opened is not None and isinstance(args[0], (str, bytes, os.PathLike)):
+        _opened.append(os.fsdecode(args[0]))
+
+
+sys.addaudithook(_audit)  # once per test session (an audit hook cannot be removed)
+
+
+@contextlib.contextmanager
+def opened_files() -> Iterator[list[str]]:
+    """The real paths of every file opened in the block (``from conftest import opened_files``)."""
+    global _opened
+    _opened = seen = []
+    try:
+        yield seen
+    finally:
+        _opened = None
+        seen[:] = [os.path.realpath(p) for p in seen]
 
 
 # ------------------------------------------------------------------------- PulseAudio (microphone tests)

@@ -4,19 +4,18 @@ or a silently wrong model. Each bundle is a copy of the smoke run's bundle with 
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
 import re
 import shutil
-import sys
 from pathlib import Path
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import pytest
+from conftest import opened_files
 
 import avsl_edge
 from avsl_edge import BundleError
@@ -25,28 +24,6 @@ from avsl_edge.bundle import MAX_MANIFEST_DEPTH, load_bundle, write_manifest
 
 # --------------------------------------------------------------------------------------------
 # helpers
-
-_opened: list[str] | None = None  # paths opened while recording (an audit hook sees every open)
-
-
-def _audit(event: str, args: tuple) -> None:
-    if event == "open" and _opened is not None and isinstance(args[0], (str, bytes, os.PathLike)):
-        _opened.append(os.fsdecode(args[0]))
-
-
-sys.addaudithook(_audit)
-
-
-@contextlib.contextmanager
-def opened_files() -> Iterator[list[str]]:
-    """The real paths of every file opened in the block."""
-    global _opened
-    _opened = seen = []
-    try:
-        yield seen
-    finally:
-        _opened = None
-        seen[:] = [os.path.realpath(p) for p in seen]
 
 
 def copy_bundle(src: Path, dst: Path) -> Path:

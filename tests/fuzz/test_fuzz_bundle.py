@@ -17,33 +17,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from conftest import opened_files
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from avsl_edge.bundle import BundleError, load_bundle
 
 SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-
-_opened: list[str] | None = None
-
-
-def _audit(event: str, args: tuple) -> None:
-    if event == "open" and _opened is not None and isinstance(args[0], (str, bytes, os.PathLike)):
-        _opened.append(os.fsdecode(args[0]))
-
-
-sys.addaudithook(_audit)
-
-
-@contextlib.contextmanager
-def opened_files() -> Iterator[list[str]]:
-    global _opened
-    _opened = seen = []
-    try:
-        yield seen
-    finally:
-        _opened = None
-        seen[:] = [os.path.realpath(p) for p in seen]
 
 
 @pytest.fixture(scope="module")

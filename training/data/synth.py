@@ -658,7 +658,7 @@ class SynthMusic:
 
     def _plan(self, kind: str, rng: np.random.Generator) -> tuple[list[tuple[str, bool]], tuple[str, ...], bool]:
         """(visible (class, sounding) items, heard classes, is_mosaic) for a scene kind."""
-        pick = [CLASSES[i] for i in rng.permutation(len(CLASSES))[:4]]
+        pick = [self.classes[i] for i in rng.permutation(len(self.classes))[:4]]
         if kind == "solo":
             return [(pick[0], True)], (pick[0],), False
         if kind == "solo_distractor":

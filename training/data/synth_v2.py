@@ -468,25 +468,6 @@ class SynthMusicV2(SynthMusic):
 
     # -------------------------------------------------------------------------------- scenes
 
-    def _plan(self, kind: str, rng: np.random.Generator):
-        pick = [self.classes[i] for i in rng.permutation(len(self.classes))[:4]]
-        if kind == "solo":
-            return [(pick[0], True)], (pick[0],), False
-        if kind == "solo_distractor":
-            items = [(pick[0], True), (pick[1], False)]
-            if rng.random() < 0.5:
-                items.reverse()
-            return items, (pick[0],), False
-        if kind == "duet":
-            return [(pick[0], True), (pick[1], True)], (pick[0], pick[1]), False
-        if kind == "mosaic":
-            sounding = set(rng.permutation(4)[:2].tolist())
-            items = [(c, i in sounding) for i, c in enumerate(pick)]
-            return items, tuple(c for c, s in items if s), True
-        if kind == "offscreen":
-            return [(pick[0], False)], (pick[1],), False
-        raise SynthError(f"unknown scene kind {kind!r}; expected one of {', '.join(KINDS)}")
-
     def scene(self, kind: str, seed: int, masks: bool = False) -> Scene:
         """As ``SynthMusic.scene``, plus ``Scene.sources``: the picture source of every object (in
         object order), the sound source of every heard class, the background and clutter sources."""
