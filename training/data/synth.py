@@ -291,6 +291,36 @@ def _area(a) -> float:
 # ------------------------------------------------------------------------------------------------
 
 
+
+def _layout(sizes: Sequence[tuple[int, int]], scale: tuple[float, float], rotation_deg: float, max_outside: float,
+            w: int, h: int, max_overlap: float, rng: np.random.Generator, min_px: float = 0.0) -> list[tuple]:
+    """(long side, angle, cx, cy, conservative box) of each sprite of (height, width) ``sizes`` in a
+    (w, h) frame. The whole layout is sampled at once (all sizes and positions), retrying with slowly
+    shrinking sizes until no two conservative (rotated-rectangle) boxes overlap by more than
+    ``max_overlap`` of the smaller one; at most ``max_outside`` of an object may leave the frame."""
+    side = min(w, h)
+    for attempt in range(400):
+        shrink = 0.95 ** (attempt // 20)
+        layout = []
+        for sh, sw in sizes:
+            long_side = max(min_px, rng.uniform(*scale) * side * shrink)
+            ang = rng.uniform(-rotation_deg, rotation_deg)
+            k = long_side / max(sw, sh)
+            t = math.radians(ang)
+            bw = abs(sw * k * math.cos(t)) + abs(sh * k * math.sin(t))
+            bh = abs(sw * k * math.sin(t)) + abs(sh * k * math.cos(t))
+            m = 0.5 - max_outside
+            cx = rng.uniform(bw * m, w - bw * m) if w - bw * m > bw * m else w / 2
+            cy = rng.uniform(bh * m, h - bh * m) if h - bh * m > bh * m else h / 2
+            box = (max(0.0, cx - bw / 2), max(0.0, cy - bh / 2), min(w, cx + bw / 2), min(h, cy + bh / 2))
+            layout.append((long_side, ang, cx, cy, box))
+        boxes = [b[4] for b in layout]
+        if all(_overlap(a, b) <= max_overlap * min(_area(a), _area(b))
+               for i, a in enumerate(boxes) for b in boxes[i + 1 :]):
+            return layout
+    raise RuntimeError(f"could not place {len(sizes)} instruments without overlap in a {w}x{h} frame")
+
+
 class SynthMusic:
     """The SynthMUSIC generator. Loads the asset pack once; every method is deterministic in its seed.
 
@@ -485,30 +515,9 @@ class SynthMusic:
         cfg = self.config
         side = min(w, h)
         scale = cfg.solo_scale if len(items) == 1 else cfg.pair_scale
-        # Sample the whole layout at once (all sizes and positions), retrying with slowly shrinking
-        # sizes until no two conservative (rotated-rectangle) boxes overlap much.
-        for attempt in range(400):
-            shrink = 0.95 ** (attempt // 20)
-            layout = []
-            for c, _ in items:
-                sh, sw = self.assets.classes[c].sprite.shape[:2]
-                long_side = rng.uniform(*scale) * side * shrink
-                ang = rng.uniform(-cfg.rotation_deg, cfg.rotation_deg)
-                k = long_side / max(sw, sh)
-                t = math.radians(ang)
-                bw = abs(sw * k * math.cos(t)) + abs(sh * k * math.sin(t))
-                bh = abs(sw * k * math.sin(t)) + abs(sh * k * math.cos(t))
-                m = 0.5 - cfg.max_outside
-                cx = rng.uniform(bw * m, w - bw * m) if w - bw * m > bw * m else w / 2
-                cy = rng.uniform(bh * m, h - bh * m) if h - bh * m > bh * m else h / 2
-                box = (max(0.0, cx - bw / 2), max(0.0, cy - bh / 2), min(w, cx + bw / 2), min(h, cy + bh / 2))
-                layout.append((long_side, ang, cx, cy, box))
-            boxes = [b[4] for b in layout]
-            if all(_overlap(a, b) <= cfg.max_overlap * min(_area(a), _area(b))
-                   for i, a in enumerate(boxes) for b in boxes[i + 1 :]):
-                break
-        else:
-            raise RuntimeError(f"could not place {len(items)} instruments without overlap in a {w}x{h} frame")
+        sizes = [self.assets.classes[c].sprite.shape[:2] for c, _ in items]
+        layout = _layout(sizes, scale, cfg.rotation_deg, cfg.max_outside, w, h, cfg.max_overlap, rng)
+        boxes = [b[4] for b in layout]
         placements: list[_Placement] = []
         for (c, sounding), (long_side, ang, cx, cy, _) in zip(items, layout):
             motion = (*rng.uniform(0.3, 1.0, 2) * cfg.motion * side, *rng.uniform(0.2, 0.8, 2),

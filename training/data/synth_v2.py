@@ -37,9 +37,8 @@ from training.data.synth import (
     SynthConfig,
     SynthError,
     SynthMusic,
-    _area,
     _box_of,
-    _overlap,
+    _layout,
     _paste,
     _Placement,
     _premultiply,
@@ -309,28 +308,9 @@ class SynthMusicV2(SynthMusic):
         for c, _ in items:
             j = int(rng.integers(len(self._looks[c])))
             chosen.append(j)
-        for attempt in range(400):
-            shrink = 0.95 ** (attempt // 20)
-            layout = []
-            for (c, _), j in zip(items, chosen):
-                sh, sw = self._looks[c][j].sprite.shape[:2]
-                long_side = max(cfg.min_object_px, rng.uniform(*scale) * side * shrink)
-                ang = rng.uniform(-cfg.rotation_deg_v2, cfg.rotation_deg_v2)
-                k = long_side / max(sw, sh)
-                t = math.radians(ang)
-                bw = abs(sw * k * math.cos(t)) + abs(sh * k * math.sin(t))
-                bh = abs(sw * k * math.sin(t)) + abs(sh * k * math.cos(t))
-                m = 0.5 - outside
-                cx = rng.uniform(bw * m, w - bw * m) if w - bw * m > bw * m else w / 2
-                cy = rng.uniform(bh * m, h - bh * m) if h - bh * m > bh * m else h / 2
-                box = (max(0.0, cx - bw / 2), max(0.0, cy - bh / 2), min(w, cx + bw / 2), min(h, cy + bh / 2))
-                layout.append((long_side, ang, cx, cy, box))
-            boxes = [b[4] for b in layout]
-            if all(_overlap(a, b) <= cfg.max_overlap * min(_area(a), _area(b))
-                   for i, a in enumerate(boxes) for b in boxes[i + 1 :]):
-                break
-        else:
-            raise RuntimeError(f"could not place {len(items)} instruments without overlap in a {w}x{h} frame")
+        sizes = [self._looks[c][j].sprite.shape[:2] for (c, _), j in zip(items, chosen)]
+        layout = _layout(sizes, scale, cfg.rotation_deg_v2, outside, w, h, cfg.max_overlap, rng, cfg.min_object_px)
+        boxes = [b[4] for b in layout]
         placements: list[_Placement] = []
         for (c, sounding), j, (long_side, ang, cx, cy, _) in zip(items, chosen, layout):
             motion = (*rng.uniform(0.3, 1.0, 2) * cfg.motion * side, *rng.uniform(0.2, 0.8, 2),
