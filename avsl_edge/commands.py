@@ -25,7 +25,7 @@ from .backends import BACKENDS
 from .bundle import VARIANTS, json_default
 from .errors import UserError
 from .fileio import atomic_path
-from .fileio import check_outputs as _check_outputs
+from .fileio import check_outputs  # noqa: F401 - the output guard every command runs before any work
 from .options import thread_count
 from .registry import resolve_model
 
@@ -124,11 +124,6 @@ def model_input(args: argparse.Namespace) -> Path | None:
         return resolve_model(args.model)
     except UserError:
         return None
-
-
-def check_outputs(outputs: dict[str, Any], inputs: dict[str, Any], folders: tuple[str, ...] = ()) -> None:
-    """The output guard of every command (see :func:`avsl_edge.fileio.check_outputs`), run before any work."""
-    _check_outputs(outputs, inputs, folders)
 
 
 def open_localizer(args: argparse.Namespace, **rules: float | str) -> Any:
