@@ -68,6 +68,13 @@ def build_model(cfg: RunConfig) -> StageOne:
     return model
 
 
+def place_model(model: StageOne, cfg: RunConfig, device: torch.device) -> StageOne:
+    """``model`` on ``device``, its weights in NHWC memory with ``channels_last`` (convolutions then
+    run in that layout whatever the input's; checkpoints load into either layout)."""
+    model = model.to(device)
+    return model.to(memory_format=torch.channels_last) if cfg.channels_last else model
+
+
 def train_frames(bank: SceneBank, scenes: torch.Tensor, batch: torch.Tensor, cfg: RunConfig,
                  gen: torch.Generator, epoch: int = 0) -> torch.Tensor:
     """Location-step frames of ``scenes``: train transforms (or eval ones without ``augment``), then,
@@ -304,7 +311,7 @@ def train(cfg: RunConfig, run_dir: Path, d: du.Dist, device: torch.device, log: 
     check_config(cfg)
     t0 = time.time()
     data = load_data(cfg, d, progress and d.is_main)
-    model = build_model(cfg).to(device)
+    model = place_model(build_model(cfg), cfg, device)
     opt = torch.optim.Adam(model.main_parameters(), lr=cfg.stage_one.lr, weight_decay=cfg.stage_one.weight_decay)
     sched = lr_scheduler(opt, cfg)  # before the optimiser's state is loaded: it would take the resumed lr as its base
     state_path = run_dir / "stage_one_last.pt"
