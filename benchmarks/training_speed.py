@@ -3,7 +3,7 @@
     python -m benchmarks.training_speed [--preset cpu] [--runs 5] [--json out.json]
 
 For each step of stage one (all_pairs location step, classification step, feature-extraction
-batch) it prints pairs/s (median of warm steps, with the range), the FLOP/s the step achieved
+batch) it prints pairs/s (median of warm steps; the p90 is in the JSON), the FLOP/s the step achieved
 (FLOPs of forward and backward counted by torch's FlopCounterMode) as a fraction of this CPU's fp32
 GEMM peak measured in the same run, and a torch profiler table of one location step. Synthetic
 tensors at the preset's sizes: data generation is not in these figures.
@@ -12,43 +12,40 @@ tensors at the preset's sizes: data generation is not in these figures.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
-import time
 
 import torch
-import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
+from avsl_edge.bench import measure
 from benchmarks import torch_side
 from training.config import preset
-from training.model import StageOne, contrastive_loss_all_pairs, localization_loss_all_pairs, object_features
+from training.model import object_features
+from training.stage_one import all_pairs_loss, build_model, classification_loss, place_model
 
-LAYOUTS = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last}
+LAYOUTS = {"contiguous": False, "channels_last": True}  # column -> --channels_last
 
 
-def steps(cfg, layout: torch.memory_format) -> dict:
-    """The preset's stage-one steps as closures over one model, in ``layout``; name -> (fn, pairs)."""
+def steps(cfg) -> dict:
+    """The preset's stage-one steps as closures over one model placed as training places it
+    (:func:`training.stage_one.place_model`); name -> (fn, pairs)."""
     torch.manual_seed(0)
     s, b = cfg.data.image_size, cfg.stage_one.batch_size
-    model = StageOne(cfg.model).to(memory_format=layout).train()
+    model = place_model(build_model(cfg), cfg, torch.device("cpu")).train()
     opt = torch.optim.Adam(model.main_parameters(), lr=cfg.stage_one.lr)
     opt_cls = torch.optim.Adam(model.classifier_parameters(), lr=cfg.stage_one.class_lr)
-    images = torch.randn(b, 3, s, s).contiguous(memory_format=layout)
-    clips = torch.randn(b, 16000) * 0.1
-    positive = torch.eye(b, dtype=torch.bool)
+    images, clips = torch.randn(b, 3, s, s), torch.randn(b, 16000) * 0.1
     pseudo = torch.randint(0, cfg.model.num_clusters, (b,))
 
     def location():
-        logits = model(images, clips, all_pairs=True).amax(dim=(2, 3))
-        loss = localization_loss_all_pairs(logits, positive)
-        loss = loss + cfg.stage_one.nce_weight * contrastive_loss_all_pairs(logits)
+        loss, _ = all_pairs_loss(model, images, clips, cfg)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
 
     def classification():
-        out = model(images, clips)
-        loss = F.cross_entropy(out.v_logits, pseudo) + F.cross_entropy(out.a_logits, pseudo)
+        loss = classification_loss(model(images, clips), pseudo)
         opt.zero_grad(set_to_none=True)
         opt_cls.zero_grad(set_to_none=True)
         loss.backward()
@@ -63,16 +60,6 @@ def steps(cfg, layout: torch.memory_format) -> dict:
         model.train()
 
     return {"location": (location, b), "classification": (classification, b), "features": (features, b)}
-
-
-def timed(fn, runs: int) -> list[float]:
-    fn()  # warm-up: oneDNN picks and caches its kernels on the first call
-    out = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t0)
-    return sorted(out)
 
 
 def flops(fn) -> float:
@@ -92,14 +79,16 @@ def main(argv: list[str] | None = None) -> int:
     cfg = preset(args.preset)
     out = {"machine": torch_side.machine(), "preset": args.preset, "threads": torch.get_num_threads(),
            "peak_gemm_gflops": torch_side.peak_gemm_flops() / 1e9, "steps": {}}
-    for layout_name, layout in LAYOUTS.items():
-        for name, (fn, pairs) in steps(cfg, layout).items():
-            t = timed(fn, args.runs)
-            median = t[len(t) // 2]
+    for layout_name, channels_last in LAYOUTS.items():
+        layout_cfg = dataclasses.replace(cfg, channels_last=channels_last)
+        for name, (fn, pairs) in steps(layout_cfg).items():
+            # warm-up 1: oneDNN picks and caches its kernels on the first call
+            t = measure(fn, warmup=1, runs=args.runs)
+            median = t.median_ms / 1000
             row = out["steps"].setdefault(name, {"gflop": flops(fn) / 1e9})
-            row[layout_name] = {"pairs_per_s": pairs / median, "range_s": [t[0], t[-1]], "median_s": median,
+            row[layout_name] = {"pairs_per_s": pairs / median, **t.to_dict(),
                                 "of_peak": row["gflop"] / median / out["peak_gemm_gflops"]}
-    fn, _ = steps(cfg, torch.contiguous_format)["location"]
+    fn, _ = steps(dataclasses.replace(cfg, channels_last=False))["location"]
     fn()
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
         fn()

@@ -4,14 +4,12 @@ between the layouts."""
 import torch
 
 from training.config import apply_overrides, preset
-from training.model import StageOne, contrastive_loss_all_pairs, localization_loss_all_pairs
-from training.stage_one import build_model, place_model
+from training.model import StageOne
+from training.stage_one import all_pairs_loss, build_model, place_model
 
 
 def _location_grads(model: StageOne, images: torch.Tensor, clips: torch.Tensor) -> tuple[float, torch.Tensor]:
-    logits = model(images, clips, all_pairs=True).amax(dim=(2, 3))
-    positive = torch.eye(len(images), dtype=torch.bool)
-    loss = localization_loss_all_pairs(logits, positive) + 0.5 * contrastive_loss_all_pairs(logits)
+    loss, _ = all_pairs_loss(model, images, clips, apply_overrides(preset("smoke"), {"stage_one.nce_weight": "0.5"}))
     loss.backward()
     return loss.item(), model.image.backbone.conv1.weight.grad.clone()
 

@@ -143,13 +143,24 @@ def _all_pairs_step(model, data: StageOneData, idx: torch.Tensor, cfg: RunConfig
     ``nce_weight`` > 0 plus that times the symmetric InfoNCE of the same logits. Returns the loss
     and the balanced accuracy (mean of positive and negative accuracy)."""
     images = train_frames(data.train, idx, idx, cfg, gen, epoch)
-    logits = model(images.to(device), data.train.audio[idx].to(device), all_pairs=True).amax(dim=(2, 3))
+    loss, logits = all_pairs_loss(model, images.to(device), data.train.audio[idx].to(device), cfg)
     positive = torch.eye(len(idx), dtype=torch.bool, device=device)
-    loss = localization_loss_all_pairs(logits, positive)
-    if cfg.stage_one.nce_weight > 0:
-        loss = loss + cfg.stage_one.nce_weight * contrastive_loss_all_pairs(logits)
     hit = ((logits.detach() >= 0) == positive).float()
     return loss, 0.5 * (hit[positive].mean().item() + hit[~positive].mean().item())
+
+
+def all_pairs_loss(model, images: torch.Tensor, clips: torch.Tensor, cfg: RunConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``all_pairs`` loss of one batch (clip i's positive is image i) and its (A, I) pair logits."""
+    logits = model(images, clips, all_pairs=True).amax(dim=(2, 3))
+    loss = localization_loss_all_pairs(logits, torch.eye(len(images), dtype=torch.bool, device=logits.device))
+    if cfg.stage_one.nce_weight > 0:
+        loss = loss + cfg.stage_one.nce_weight * contrastive_loss_all_pairs(logits)
+    return loss, logits
+
+
+def classification_loss(out, pseudo: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of both class layers against the pseudo-labels (docs/method.md §3.4)."""
+    return F.cross_entropy(out.v_logits, pseudo) + F.cross_entropy(out.a_logits, pseudo)
 
 
 @torch.no_grad()
@@ -241,7 +252,7 @@ def classification_phase(model, opt_main, data: StageOneData, pseudo: torch.Tens
             images = train_transform(data.train.images[idx], cfg.data.image_size, gen, cfg.data.augment)
             y = pseudo[idx].to(device)
             out = model(images.to(device), data.train.audio[idx].to(device))
-            loss = F.cross_entropy(out.v_logits, y) + F.cross_entropy(out.a_logits, y)
+            loss = classification_loss(out, y)
             opt_cls.zero_grad(set_to_none=True)
             opt_main.zero_grad(set_to_none=True)
             loss.backward()
