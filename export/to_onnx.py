@@ -34,8 +34,10 @@ import datetime
 import json
 import os
 import platform
+import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -297,6 +299,16 @@ def _run_metrics(ckpt: Path) -> dict | None:
         raise ExportError(f"{path}: unreadable evaluation file ({exc})") from exc
 
 
+@contextmanager
+def _timed(parts: dict[str, float], name: str) -> Iterator[None]:
+    """Adds the wall seconds of the block to ``parts[name]`` (the manifest's ``export.wall_s``)."""
+    t0 = time.perf_counter()
+    try:
+        yield
+    finally:
+        parts[name] = round(parts.get(name, 0.0) + time.perf_counter() - t0, 2)
+
+
 def export_run(model_path: str | os.PathLike, out_dir: str | os.PathLike,
                calibration_data: str | os.PathLike | None = None, *,
                eval_data: str | os.PathLike | None = None,
@@ -327,7 +339,9 @@ def export_run(model_path: str | os.PathLike, out_dir: str | os.PathLike,
         raise ExportError(f"--max-fpr must be in [0, 1), got {max_fpr}")
     out_dir = Path(out_dir)
     _prepare_out(out_dir)
-    run = load_run(model_path)
+    parts: dict[str, float] = {}
+    with _timed(parts, "load_and_samples"):
+        run = load_run(model_path)
     cfg, model = run.config, run.model
     size, k = inference_size(cfg), cfg.model.num_clusters
     eval_data = eval_data if eval_data is not None else calibration_data
@@ -335,8 +349,9 @@ def export_run(model_path: str | os.PathLike, out_dir: str | os.PathLike,
 
     log(f"[export] {run.path}: K={k}, image {size} px; samples from "
         f"{calibration_data if calibration_data is not None else 'SynthMUSIC'}")
-    samples = load_samples(calibration_data, size, calibration_size)
-    parity_samples = load_samples(None, size, 4, seed=CALIBRATION_SEED + 1)
+    with _timed(parts, "load_and_samples"):
+        samples = load_samples(calibration_data, size, calibration_size)
+        parity_samples = load_samples(None, size, 4, seed=CALIBRATION_SEED + 1)
     dictionary = run.dictionary
     x = torch.from_numpy(parity_samples.images)
     w = torch.from_numpy(parity_samples.waveforms)
@@ -359,8 +374,10 @@ def export_run(model_path: str | os.PathLike, out_dir: str | os.PathLike,
             ins, outs = B.GRAPH_IO[g]
             ex = tuple(torch.from_numpy(v[:2]) if n in dynamic[g] else torch.from_numpy(v)
                        for n, v in feeds[g].items())
-            paths[g] = export_graph(module, ex, ins, outs, dynamic[g], tmp / "fp32" / f"{g}.onnx", opset)
-            parity_report[g] = parity(module, paths[g], feeds[g], threads)
+            with _timed(parts, "graph_export"):
+                paths[g] = export_graph(module, ex, ins, outs, dynamic[g], tmp / "fp32" / f"{g}.onnx", opset)
+            with _timed(parts, "parity"):
+                parity_report[g] = parity(module, paths[g], feeds[g], threads)
             _check_parity(g, parity_report[g])
             worst = max(r["max_abs_diff"] for r in parity_report[g].values())
             log(f"[export] {g}: exported, ORT vs torch max abs diff {worst:.2e}")
@@ -372,12 +389,14 @@ def export_run(model_path: str | os.PathLike, out_dir: str | os.PathLike,
             for g in (B.AUDIO, B.IMAGE):
                 dst = tmp / v / f"{g}.onnx"
                 if v == "fp16":
-                    quantize.to_fp16(paths[g], dst)
+                    with _timed(parts, "fp16"):
+                        quantize.to_fp16(paths[g], dst)
                 else:
                     name = B.GRAPH_IO[g][0][0]
                     arr = samples.waveforms if g == B.AUDIO else samples.images
-                    quantize.to_int8(paths[g], dst, [{name: arr[i:i + 1]} for i in range(len(arr))],
-                                     calibration_method, symmetric=v == "int8")
+                    with _timed(parts, "int8_quantisation"):
+                        quantize.to_int8(paths[g], dst, [{name: arr[i:i + 1]} for i in range(len(arr))],
+                                         calibration_method, symmetric=v == "int8")
                 files[g] = B.GraphFile(f"{v}/{g}.onnx", "int8" if v == "int8-cpu" else v)
             files[B.HEAD] = B.GraphFile(f"fp32/{B.HEAD}.onnx", "fp32")
             variant_graphs[v] = files
@@ -417,12 +436,15 @@ def export_run(model_path: str | os.PathLike, out_dir: str | os.PathLike,
         )
         B.write_manifest(tmp, manifest)
         bundle = B.load_bundle(tmp)
-        reports = variant_reports(bundle, samples, eval_data if evaluate else None, threads, log)
+        with _timed(parts, "variant_reports"):
+            reports = variant_reports(bundle, samples, eval_data if evaluate else None, threads, log)
         for v, rep in reports.items():
             manifest.variants[v] = dataclasses.replace(manifest.variants[v], report=rep)
-        manifest.postprocessing = dataclasses.replace(manifest.postprocessing,
-                                                      **calibrate_bundle(bundle, threads=threads, log=log,
-                                                                        max_fpr=max_fpr))
+        with _timed(parts, "rules_calibration"):
+            rules = calibrate_bundle(bundle, threads=threads, log=log, max_fpr=max_fpr)
+        manifest.postprocessing = dataclasses.replace(manifest.postprocessing, **rules)
+        manifest.export["wall_s"] = parts
+        log("[export] wall seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in parts.items()))
         B.write_manifest(tmp, manifest)
         B.load_bundle(tmp)  # verify what is about to be installed
     log(f"[export] bundle: {out_dir}")

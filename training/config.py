@@ -112,8 +112,8 @@ class RunConfig:
     device: str = "auto"           # auto | cpu | cuda | cuda:N
     threads: int = 0               # torch intra-op threads (0 = torch default)
     workers: int = 0               # DataLoader workers
-    channels_last: bool = False    # stage one's nets in NHWC memory (oneDNN's fast conv layout; same maths,
-                                   # float sums in another order): benchmarks/training_speed.py
+    channels_last: bool = True     # nets and frames of both stages in NHWC memory (oneDNN's fast conv layout;
+                                   # same maths, float sums in another order): benchmarks/training_speed.py
     visual_init: str = "scratch"   # scratch | imagenet (from a LOCAL torchvision resnet18 state dict)
     visual_weights: str = ""
     export: bool = True            # ONNX bundle at the end (when the export package is present)

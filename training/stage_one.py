@@ -68,11 +68,18 @@ def build_model(cfg: RunConfig) -> StageOne:
     return model
 
 
-def place_model(model: StageOne, cfg: RunConfig, device: torch.device) -> StageOne:
-    """``model`` on ``device``, its weights in NHWC memory with ``channels_last`` (convolutions then
+def place_model(model: torch.nn.Module, cfg: RunConfig, device: torch.device) -> torch.nn.Module:
+    """``model`` (either stage's) on ``device``, its weights in NHWC memory with ``channels_last`` (convolutions then
     run in that layout whatever the input's; checkpoints load into either layout)."""
     model = model.to(device)
     return model.to(memory_format=torch.channels_last) if cfg.channels_last else model
+
+
+def place_frames(images: torch.Tensor, cfg: RunConfig, device: torch.device) -> torch.Tensor:
+    """``images`` on ``device``, in NHWC memory with ``channels_last``: the first convolution then
+    reads them as they are instead of reordering the batch on every call."""
+    images = images.to(device)
+    return images.contiguous(memory_format=torch.channels_last) if cfg.channels_last else images
 
 
 def train_frames(bank: SceneBank, scenes: torch.Tensor, batch: torch.Tensor, cfg: RunConfig,
@@ -119,7 +126,7 @@ def location_epoch(model, opt, data: StageOneData, cfg: RunConfig, epoch: int, d
         neg = negatives(n, len(idx), gen, data.train.labels if cfg.data.neg_different_class else None, idx)
         pos_img = train_frames(data.train, idx, idx, cfg, gen, epoch)
         neg_img = train_frames(data.train, neg, idx, cfg, gen, epoch)
-        images = _interleave(pos_img, neg_img).to(device)
+        images = place_frames(_interleave(pos_img, neg_img), cfg, device)
         wave = data.train.audio[idx].to(device)  # one clip per pair
         labels = torch.tensor([1.0, 0.0], device=device).repeat(len(idx))
         out = model(images, wave)
@@ -143,7 +150,7 @@ def _all_pairs_step(model, data: StageOneData, idx: torch.Tensor, cfg: RunConfig
     ``nce_weight`` > 0 plus that times the symmetric InfoNCE of the same logits. Returns the loss
     and the balanced accuracy (mean of positive and negative accuracy)."""
     images = train_frames(data.train, idx, idx, cfg, gen, epoch)
-    loss, logits = all_pairs_loss(model, images.to(device), data.train.audio[idx].to(device), cfg)
+    loss, logits = all_pairs_loss(model, place_frames(images, cfg, device), data.train.audio[idx].to(device), cfg)
     positive = torch.eye(len(idx), dtype=torch.bool, device=device)
     hit = ((logits.detach() >= 0) == positive).float()
     return loss, 0.5 * (hit[positive].mean().item() + hit[~positive].mean().item())
@@ -174,7 +181,8 @@ def validate(model, data: StageOneData, cfg: RunConfig, device: torch.device) ->
     for start in range(0, n, 64):
         idx = torch.arange(start, min(n, start + 64))
         images = _interleave(eval_transform(data.val.images[idx], cfg.data.image_size),
-                             eval_transform(data.val.images[neg[idx]], cfg.data.image_size)).to(device)
+                             eval_transform(data.val.images[neg[idx]], cfg.data.image_size))
+        images = place_frames(images, cfg, device)
         wave = data.val.audio[idx].to(device)  # one clip per pair
         labels = torch.tensor([1.0, 0.0], device=device).repeat(len(idx))
         score = _unwrap(model)(images, wave).av_score
@@ -199,7 +207,7 @@ def extract_features(model, bank: SceneBank, cfg: RunConfig, d: du.Dist, device:
             images = eval_transform(bank.images[idx], cfg.data.image_size)
         else:
             images = augment(bank.images[idx], cfg.data.image_size, gen)
-        out = net(images.to(device), bank.audio[idx].to(device))
+        out = net(place_frames(images, cfg, device), bank.audio[idx].to(device))
         feats.append(object_features(out.v_fea, out.av_map, cfg.stage_one.mask_threshold,
                                      cfg.stage_one.mask_relative).cpu())
     local = torch.cat(feats) if feats else torch.zeros((0, 512))
@@ -251,7 +259,7 @@ def classification_phase(model, opt_main, data: StageOneData, pseudo: torch.Tens
             idx = order[step * bs:(step + 1) * bs]
             images = train_transform(data.train.images[idx], cfg.data.image_size, gen, cfg.data.augment)
             y = pseudo[idx].to(device)
-            out = model(images.to(device), data.train.audio[idx].to(device))
+            out = model(place_frames(images, cfg, device), data.train.audio[idx].to(device))
             loss = classification_loss(out, y)
             opt_cls.zero_grad(set_to_none=True)
             opt_main.zero_grad(set_to_none=True)

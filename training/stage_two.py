@@ -24,6 +24,7 @@ from training.checkpoint import CheckpointError, load_checkpoint, require, save_
 from training.config import ConfigError, RunConfig, check_config, to_dict
 from training.metrics_log import MetricsLog
 from training.model import AudioTeacher, StageTwo, global_score, quadrant_scores, stage_two_losses
+from training.stage_one import place_frames, place_model
 
 
 def load_round(path: Path, cfg: RunConfig) -> dict:
@@ -40,11 +41,9 @@ def load_round(path: Path, cfg: RunConfig) -> dict:
 
 def _epoch(student, teacher, dictionary, bank: SceneBank, cfg: RunConfig, epoch: int, phase: str, opt,
            d: du.Dist, device: torch.device, log: MetricsLog, progress: bool) -> dict:
-    student.train()
+    student.train()  # the DDP wrapper's mode too
     net = student.module if isinstance(student, DDP) else student
-    if cfg.stage_two.trainable == "class_head":  # frozen stage-one parts keep their BN statistics too
-        for part in (net.image, net.audio, net.localization):
-            part.eval()
+    train_mode(net, cfg)
     net.class_aware.gate = epoch >= cfg.stage_two.gate_warmup_epochs and cfg.model.gate
     gen = torch.Generator().manual_seed(cfg.seed * 31 + epoch * 7 + d.rank + (1000 if phase == "duet" else 0))
     n = len(bank)
@@ -66,17 +65,15 @@ def _epoch(student, teacher, dictionary, bank: SceneBank, cfg: RunConfig, epoch:
         if cfg.stage_two.objective == "all_pairs":
             if len(idx) < 2:
                 raise ConfigError("--stage_two.objective all_pairs needs at least 2 mosaics per batch (per process)")
-            pos, pairs = student(frames(idx).to(device), wave, dictionary, all_pairs=True)
-            off = ~torch.eye(len(idx), dtype=torch.bool, device=device)
-            pos_logits, neg_q = global_score(pos.av_logits), quadrant_scores(pairs[off].unsqueeze(1))
-            sounding = pos.sounding_objects  # every other mosaic of the batch gives 4 negative quadrants
+            losses, (pos_logits, neg_q, sounding) = all_pairs_losses(
+                student, place_frames(frames(idx), cfg, device), wave, p_a, dictionary, cfg)
         else:
             neg = negatives(n, len(idx), gen, index=idx)
-            images = torch.stack([frames(idx), frames(neg)], 1).flatten(0, 1).to(device)
+            images = place_frames(torch.stack([frames(idx), frames(neg)], 1).flatten(0, 1), cfg, device)
             out = student(images, wave, dictionary)  # one clip per pair
             pos_logits, neg_q = global_score(out.av_logits[0::2]), quadrant_scores(out.av_logits[1::2])
             sounding = out.sounding_objects[0::2]
-        losses = stage_two_losses(pos_logits, neg_q, sounding, p_a, cfg.stage_two.loc_weight, from_logits=True)
+            losses = stage_two_losses(pos_logits, neg_q, sounding, p_a, cfg.stage_two.loc_weight, from_logits=True)
         opt.zero_grad(set_to_none=True)
         losses["total"].backward()
         opt.step()
@@ -93,6 +90,34 @@ def _epoch(student, teacher, dictionary, bank: SceneBank, cfg: RunConfig, epoch:
     return {k: du.mean_scalar(v / steps, d, device) for k, v in sums.items()}
 
 
+def trainable_parameters(student: StageTwo, cfg: RunConfig) -> list[torch.nn.Parameter]:
+    """What ``stage_two.trainable`` trains; with ``class_head`` every other part is frozen."""
+    if cfg.stage_two.trainable == "class_head":
+        for name, p in student.named_parameters():
+            p.requires_grad_(name.startswith("class_aware."))
+    return [p for p in student.parameters() if p.requires_grad]
+
+
+def train_mode(student: StageTwo, cfg: RunConfig) -> None:
+    """``student.train()``, except that frozen stage-one parts keep their BN statistics (eval mode)."""
+    student.train()
+    if cfg.stage_two.trainable == "class_head":
+        for part in (student.image, student.audio, student.localization):
+            part.eval()
+
+
+def all_pairs_losses(student, images: torch.Tensor, clips: torch.Tensor, p_a: torch.Tensor, dictionary: torch.Tensor,
+                     cfg: RunConfig) -> tuple[dict[str, torch.Tensor], tuple[torch.Tensor, ...]]:
+    """Stage two's ``all_pairs`` losses of one batch of mosaics (every other mosaic of the batch gives
+    a clip 4 negative quadrants) and what its accuracies read: positive logits, negative quadrant
+    scores, sounding-object scores."""
+    pos, pairs = student(images, clips, dictionary, all_pairs=True)
+    off = ~torch.eye(len(images), dtype=torch.bool, device=images.device)
+    pos_logits, neg_q = global_score(pos.av_logits), quadrant_scores(pairs[off].unsqueeze(1))
+    losses = stage_two_losses(pos_logits, neg_q, pos.sounding_objects, p_a, cfg.stage_two.loc_weight, from_logits=True)
+    return losses, (pos_logits, neg_q, pos.sounding_objects)
+
+
 def train(cfg: RunConfig, round_path: Path, run_dir: Path, d: du.Dist, device: torch.device, log: MetricsLog,
           resume: bool = False, progress: bool = True) -> Path:
     """Run (or resume) stage two from ``round_path``; returns the final model checkpoint path."""
@@ -103,14 +128,11 @@ def train(cfg: RunConfig, round_path: Path, run_dir: Path, d: du.Dist, device: t
     dictionary = rnd["dictionary"].to(device)
     try:
         teacher = AudioTeacher.from_stage_one(rnd["model"], cfg.model, cfg.stage_two.temperature).to(device)
-        student = StageTwo.from_stage_one(rnd["model"], cfg.model).to(device)
+        student = place_model(StageTwo.from_stage_one(rnd["model"], cfg.model), cfg, device)
     except (RuntimeError, KeyError) as exc:
         raise CheckpointError(f"{round_path}: its model does not fit this run's config ({type(exc).__name__}: "
                               f"{exc})") from exc
-    if cfg.stage_two.trainable == "class_head":
-        for name, p in student.named_parameters():
-            p.requires_grad_(name.startswith("class_aware."))
-    params = [p for p in student.parameters() if p.requires_grad]
+    params = trainable_parameters(student, cfg)
     opt = torch.optim.Adam(params, lr=cfg.stage_two.lr, weight_decay=cfg.stage_two.weight_decay)
     state_path = run_dir / "stage_two_last.pt"
     start, history = 0, []
