@@ -34,6 +34,7 @@ class AudioError(UserError, ValueError):
 
 MAX_CHANNELS = 8  # the most channels a 2-D array's second axis may have (7.1 surround)
 FLOAT_PEAK_LIMIT = 2.0  # float audio is expected in [-1, 1]; louder is taken for unscaled integers
+SILENCE_DB = -120.0     # the level reported for digital silence
 LIST_PCM = np.int16  # the sample format of integers given as a Python list or tuple
 
 # Full-scale convention of each integer sample format: (offset, scale), float = (x - offset) / scale.
@@ -219,3 +220,13 @@ def save_audio(path: str | os.PathLike, audio: np.ndarray, sample_rate: int = SA
     with atomic_path(path) as tmp:
         soundfile.write(str(tmp), np.clip(a, -1.0, 1.0), sample_rate, subtype="PCM_16", format=fmt)
     return path
+
+
+def rms_db(x: np.ndarray) -> float:
+    """RMS level in dBFS, in [SILENCE_DB, 0]: a full-scale square wave is 0 dBFS, and so is
+    anything louder (float audio may overshoot [-1, 1] up to FLOAT_PEAK_LIMIT, the resampler may
+    ring a little past full scale); digital silence is SILENCE_DB."""
+    if x.size == 0:
+        return SILENCE_DB
+    rms = float(np.sqrt(np.mean(np.square(x, dtype=np.float64))))
+    return min(0.0, max(SILENCE_DB, 20.0 * math.log10(rms))) if rms > 0 else SILENCE_DB

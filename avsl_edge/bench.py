@@ -19,7 +19,7 @@ import math
 import platform
 import time
 from dataclasses import asdict, dataclass
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -45,21 +45,27 @@ def synthetic_inputs(width: int = 640, height: int = 480, sample_rate: int = 480
 
 @dataclass(frozen=True)
 class Timing:
-    """Median and 90th percentile of warm runs, in milliseconds."""
+    """Median, 90th percentile and maximum of ``runs`` durations, in milliseconds (NaN for none)."""
     median_ms: float
     p90_ms: float
+    max_ms: float
     runs: int
 
     def to_dict(self) -> dict[str, float]:
         return asdict(self)
 
+    def __str__(self) -> str:
+        return f"{self.median_ms:.1f}/{self.p90_ms:.1f} ms" if self.runs else "-"
 
-def summary(ms: list[float]) -> Timing:
-    """Median/p90 of millisecond samples (rounded to microseconds)."""
-    if len(ms) == 0:
-        raise ValueError("no samples to summarise")
+
+def summary(ms: Sequence[float]) -> Timing:
+    """The :class:`Timing` of millisecond samples (rounded to microseconds): the one latency
+    statistic of benchmarks, the live loop's stages and its end-of-run summary."""
     a = np.asarray(ms, np.float64)
-    return Timing(round(float(np.median(a)), 3), round(float(np.percentile(a, 90)), 3), int(a.size))
+    if a.size == 0:
+        return Timing(float("nan"), float("nan"), float("nan"), 0)
+    med, p90 = np.percentile(a, [50, 90])
+    return Timing(round(float(med), 3), round(float(p90), 3), round(float(a.max()), 3), int(a.size))
 
 
 def measure(fn: Callable[[], object], warmup: int = 3, runs: int = 20) -> Timing:
@@ -78,11 +84,6 @@ def measure(fn: Callable[[], object], warmup: int = 3, runs: int = 20) -> Timing
         fn()
         samples.append((time.perf_counter() - t0) * 1000.0)
     return summary(samples)
-
-
-def _summary(ms: list[float]) -> dict[str, float]:
-    t = summary(ms)
-    return {"median_ms": t.median_ms, "p90_ms": t.p90_ms}
 
 
 def benchmark(localizer: Localizer, frame: np.ndarray | None = None, audio: np.ndarray | None = None,
@@ -105,7 +106,7 @@ def benchmark(localizer: Localizer, frame: np.ndarray | None = None, audio: np.n
             for s in STAGES:
                 samples[s].append(r.speed[s])
             named += len(r.boxes)
-    stages = {s: _summary(v) for s, v in samples.items()}
+    stages = {s: summary(v).to_dict() for s, v in samples.items()}
     per_frame = [sum(samples[s][i] for s in ("preprocess", "image", "head", "postprocess")) for i in range(runs)]
     with_overlay = [p + samples["overlay"][i] for i, p in enumerate(per_frame)]
     total = [p + samples["audio"][i] for i, p in enumerate(with_overlay)]
@@ -120,7 +121,7 @@ def benchmark(localizer: Localizer, frame: np.ndarray | None = None, audio: np.n
         "backend": localizer.backend.info(), "frame": {"width": int(w), "height": int(h)},
         "audio": {"sample_rate": int(sample_rate), "shape": list(np.shape(audio)), "dtype": str(np.asarray(audio).dtype)},
         "runs": runs, "warmup": warmup, "boxes_per_frame": round(named / runs, 2), "stages": stages,
-        "per_frame_ms": _summary(per_frame), "end_to_end_ms": _summary(total),
+        "per_frame_ms": summary(per_frame).to_dict(), "end_to_end_ms": summary(total).to_dict(),
         "fps": {"frames": fps(per_frame), "frames_with_overlay": fps(with_overlay), "end_to_end": fps(total)},
         "machine": {"processor": platform.processor() or platform.machine(), "python": platform.python_version()},
     }

@@ -55,7 +55,7 @@ import numpy as np
 
 from .errors import UserError
 from .audio import (CLIP_SAMPLES, FLOAT_PEAK_LIMIT, SAMPLE_RATE, AudioError, as_audio_array, check_layout, fit_clip,
-                    resample, to_mono_float32)
+                    resample, rms_db, to_mono_float32)
 from .backends import Backend
 from .boxes import WORKING_RESOLUTION, sounding_boxes
 from .bundle import Bundle
@@ -64,7 +64,6 @@ from .result import Box, Result
 from .rules import IN_VIEW_SCORES, RuleError, Rules  # noqa: F401 - also avsl_edge.localizer's, as before
 
 MAX_SAMPLE_RATE = 768_000
-SILENCE_DB = -120.0     # the level reported for digital silence
 
 
 class InputError(UserError, ValueError):
@@ -112,16 +111,6 @@ class AudioState:
     audio_db: float           # RMS level of the window (the samples given, not the padding), dBFS
     gate_open: bool
     ms: float                 # resampling + audio graph time
-
-
-def rms_db(x: np.ndarray) -> float:
-    """RMS level in dBFS, in [SILENCE_DB, 0]: a full-scale square wave is 0 dBFS, and so is
-    anything louder (float audio may overshoot [-1, 1] up to FLOAT_PEAK_LIMIT, the resampler may
-    ring a little past full scale); digital silence is SILENCE_DB."""
-    if x.size == 0:
-        return SILENCE_DB
-    rms = float(np.sqrt(np.mean(np.square(x, dtype=np.float64))))
-    return min(0.0, max(SILENCE_DB, 20.0 * math.log10(rms))) if rms > 0 else SILENCE_DB
 
 
 def as_frame(frame: Any, rgb: bool = False) -> tuple[np.ndarray, bool]:

@@ -174,13 +174,13 @@ def targets(out: dict) -> list[dict]:
     if live and "error" not in live:
         add("live FPS (int8-cpu)", live["fps"], ">= 25", live["fps"] >= 25,
             f"{live['frames']} frames, camera file at 30 fps")
-        lat = live["latency_ms"]["median"]
+        lat = live["latency_ms"]["median_ms"]
         add("live end-to-end latency median ms (int8-cpu)", lat, "< 80", lat < 80,
-            f"p90 {live['latency_ms']['p90']} ms")
+            f"p90 {live['latency_ms']['p90_ms']} ms")
         audio = live["stages_ms"].get("audio")
         if audio:
-            add("live audio path per hop ms (int8-cpu)", audio["median"], "< 10", audio["median"] < 10,
-                f"p90 {audio['p90']} ms")
+            add("live audio path per hop ms (int8-cpu)", audio["median_ms"], "< 10", audio["median_ms"] < 10,
+                f"p90 {audio['p90_ms']} ms")
     return t
 
 
@@ -270,9 +270,9 @@ def report(out: dict) -> str:
         if "error" in live:
             lines.append(f"\nlive {variant}: FAILED: {live['error']}")
         else:
-            st = ", ".join(f"{k} {v['median']:.1f}" for k, v in live["stages_ms"].items() if v)
+            st = ", ".join(f"{k} {v['median_ms']:.1f}" for k, v in live["stages_ms"].items() if v)
             lines.append(f"\nlive {variant}: {live['fps']:.1f} FPS over {live['frames']} frames, latency median "
-                         f"{live['latency_ms']['median']:.1f} ms p90 {live['latency_ms']['p90']:.1f} ms, camera "
+                         f"{live['latency_ms']['median_ms']:.1f} ms p90 {live['latency_ms']['p90_ms']:.1f} ms, camera "
                          f"dropped {live['camera_dropped']}; stages (median ms): {st}")
     if "training_pairs_per_s" in out:
         lines.append("\ntraining throughput (stage-one steps, batch 8 pairs + 8 negatives, pairs/s): " + ", ".join(

@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"soak {args.minutes:g} min ({args.variant}): peak RSS {result['peak_rss_mb']} MB, after 1 min "
           f"{result['rss_after_1min_mb']} MB, end {result['rss_end_mb']} MB, drift {result['drift_mb_per_min']} "
           f"MB/min; live {live['fps']} FPS over {live['frames']} frames, latency median "
-          f"{live['latency_ms']['median']} ms; target (peak < 500 MB, drift < 1 MB/min): {'met' if ok else 'MISSED'}")
+          f"{live['latency_ms']['median_ms']} ms; target (peak < 500 MB, drift < 1 MB/min): {'met' if ok else 'MISSED'}")
     print(f"(JSON: {args.json})")
     return 0
 

@@ -59,6 +59,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from avsl_edge import bench
 from avsl_edge.audio import AudioError
 from avsl_edge.boxes import BOX_METHODS
 from avsl_edge.commands import (MAX_SIDE, Command, UsageError, add_model_options, check_outputs, model_input,
@@ -405,6 +406,11 @@ def _check_mic(spec: str | None) -> None:
         raise UsageError(f"--mic: {exc}") from None
 
 
+def summary_or_none(ms: Sequence[float]) -> dict[str, float] | None:
+    """The run summary's entry for one stage: its :class:`avsl_edge.bench.Timing`, None if it never ran."""
+    return bench.summary(ms).to_dict() if len(ms) else None
+
+
 class _Rolling:
     """Recent values of one stage (for the HUD) and all of them (for the summary), in ms."""
 
@@ -422,14 +428,6 @@ class _Rolling:
         with self._lock:
             values = list(self.recent)
         return float(np.median(values)) if values else float("nan")
-
-
-def _summary_stats(values: Sequence[float]) -> dict[str, float] | None:
-    if not values:
-        return None
-    v = np.asarray(values, np.float64)
-    return {"median": round(float(np.median(v)), 2), "p90": round(float(np.percentile(v, 90)), 2),
-            "max": round(float(v.max()), 2)}
 
 
 def cmd_live(args: argparse.Namespace) -> int:
@@ -568,8 +566,8 @@ def _run(args: argparse.Namespace, loc: Any, camera: Any, mic: Any, window: Live
     summary = {
         "reason": reason, "frames": frames, "seconds": round(span, 3),
         "fps": round((frames - 1) / span, 2) if span > 0 else 0.0,
-        "latency_ms": _summary_stats(latency.all),
-        "stages_ms": {k: _summary_stats(v.all) for k, v in stages.items()},
+        "latency_ms": summary_or_none(latency.all),
+        "stages_ms": {k: summary_or_none(v.all) for k, v in stages.items()},
         "camera": camera.spec.label, "camera_frames": st.camera_frames, "camera_dropped": st.camera_dropped,
         "mic": mic.label, "audio_blocks": st.audio_blocks, "audio_updates": st.audio_updates,
         "mic_overflows": st.mic_overflows, "mic_queue_drops": int(getattr(mic, "queue_drops", 0)),
@@ -594,12 +592,12 @@ def _run(args: argparse.Namespace, loc: Any, camera: Any, mic: Any, window: Live
 def summary_text(s: Mapping[str, Any]) -> str:
     """The end-of-run summary as printed."""
     lat = s["latency_ms"]
-    lat_text = f"latency median {lat['median']:.1f} ms, p90 {lat['p90']:.1f} ms" if lat else "no latency"
+    lat_text = f"latency median {lat['median_ms']:.1f} ms, p90 {lat['p90_ms']:.1f} ms" if lat else "no latency"
     lines = [f"live: {s['frames']} frames in {s['seconds']:.2f} s ({s['reason']}): {s['fps']:.1f} fps, {lat_text}"]
     parts = []
     for k, v in s["stages_ms"].items():
         if v:
-            parts.append(f"{k} {v['median']:.1f}")
+            parts.append(f"{k} {v['median_ms']:.1f}")
     lines.append("  stages (median ms): " + ", ".join(parts))
     lines.append(f"  {s['camera']}: {s['camera_frames']} frames read, {s['camera_dropped']} dropped; {s['mic']}: "
                  f"{s['audio_blocks']} blocks, {s['mic_overflows']} overflows, {s['audio_updates']} audio updates")

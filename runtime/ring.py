@@ -22,9 +22,7 @@ import time
 
 import numpy as np
 
-from avsl_edge.audio import CLIP_SECONDS, SAMPLE_RATE
-
-SILENCE_DB = -120.0
+from avsl_edge.audio import CLIP_SECONDS, SAMPLE_RATE, SILENCE_DB, rms_db
 
 
 class AudioRing:
@@ -145,8 +143,8 @@ class AudioRing:
         return out, t_out
 
     def level_db(self, seconds: float = 0.1) -> float:
-        """RMS level of the newest ``seconds`` in dBFS (a full-scale sine is about -3 dB);
-        -120 for silence or an empty ring."""
+        """RMS level of the newest ``seconds`` in dBFS (:func:`avsl_edge.audio.rms_db`: a
+        full-scale sine is about -3 dB); SILENCE_DB for silence or an empty ring."""
         n = max(1, min(int(round(seconds * self.sample_rate)), self.capacity))
         with self._cond:
             have = min(n, self._written)
@@ -154,5 +152,4 @@ class AudioRing:
                 return SILENCE_DB
             idx = np.arange(self._written - have, self._written) % self.capacity
             x = self._buf[idx]
-        rms = float(np.sqrt(np.mean(np.square(x, dtype=np.float64))))
-        return max(SILENCE_DB, 20.0 * math.log10(rms)) if rms > 0 else SILENCE_DB
+        return rms_db(x)

@@ -43,6 +43,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from avsl_edge.audio import CLIP_SECONDS, SAMPLE_RATE
+from avsl_edge.bench import Timing, summary
 from avsl_edge.media import VideoWriter
 
 from .camera import CameraEnded, Frame
@@ -51,19 +52,6 @@ from .recording import LiveRecorder
 from .ring import AudioRing
 
 # ------------------------------------------------------------------------------- pure building blocks
-
-
-@dataclass(frozen=True)
-class StageSummary:
-    """Milliseconds over the last ``count`` samples of one stage."""
-
-    count: int
-    median_ms: float
-    p90_ms: float
-    max_ms: float
-
-    def __str__(self) -> str:
-        return f"{self.median_ms:.1f}/{self.p90_ms:.1f} ms" if self.count else "-"
 
 
 class RollingStats:
@@ -81,13 +69,10 @@ class RollingStats:
             self._values.append(float(seconds))
             self.total += 1
 
-    def summary(self) -> StageSummary:
+    def summary(self) -> Timing:
         with self._lock:
-            v = np.fromiter(self._values, dtype=np.float64)
-        if v.size == 0:
-            return StageSummary(0, float("nan"), float("nan"), float("nan"))
-        med, p90 = np.percentile(v, [50, 90]) * 1000.0
-        return StageSummary(int(v.size), float(med), float(p90), float(v.max() * 1000.0))
+            seconds = list(self._values)
+        return summary([1000.0 * v for v in seconds])
 
 
 class RateMeter:
@@ -195,7 +180,7 @@ class LiveStats:
     audio_updates: int
     audio_blocks: int
     mic_overflows: int
-    stages: dict[str, StageSummary] = field(default_factory=dict)
+    stages: dict[str, Timing] = field(default_factory=dict)
 
     def line(self) -> str:
         """One line for a HUD or a log."""

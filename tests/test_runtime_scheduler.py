@@ -88,9 +88,9 @@ def test_rolling_stats_and_rate():
     for ms in range(1, 201):  # only the last 100 (101..200 ms) count
         s.add(ms / 1000)
     summ = s.summary()
-    assert summ.count == 100 and summ.median_ms == pytest.approx(150.5) and summ.p90_ms == pytest.approx(190.1)
+    assert summ.runs == 100 and summ.median_ms == pytest.approx(150.5) and summ.p90_ms == pytest.approx(190.1)
     assert summ.max_ms == pytest.approx(200) and str(summ) == "150.5/190.1 ms"
-    assert RollingStats().summary().count == 0
+    assert RollingStats().summary().runs == 0
     r = RateMeter(window=2.0)
     for k in range(61):
         r.tick(k / 30)

@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from avsl_edge.audio import MAX_CHANNELS, AudioError
-from avsl_edge.localizer import SILENCE_DB, audio_window
+from avsl_edge.audio import SILENCE_DB
+from avsl_edge.localizer import audio_window
 
 DTYPES = [np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32, np.uint64,
           np.float16, np.float32, np.float64, np.complex64, np.bool_]
