@@ -13,7 +13,7 @@ backend computes.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -26,13 +26,14 @@ from .metrics import Thresholds
 from .preprocess import preprocess_frame
 
 
-def predict_coco(backend: Backend, coco: AVCoco, image_size: int, batch_size: int = 16, silent: bool = False,
-                 scenes: Sequence[str] | None = None,
-                 progress: Callable[[int], None] | None = None) -> dict[int, Prediction]:
-    """Per-image predictions (``silent``: with an all-zero clip), as ``training.evaluate.predict``.
-    ``progress(n)`` is called after each batch of n images."""
+def predict_coco(backends: Mapping[str, Backend], coco: AVCoco, image_size: int, batch_size: int = 16,
+                 silent: bool = False, scenes: Sequence[str] | None = None,
+                 progress: Callable[[int], None] | None = None) -> dict[str, dict[int, Prediction]]:
+    """Per backend, per-image predictions (``silent``: with an all-zero clip), as
+    ``training.evaluate.predict``. Each frame and clip is read and preprocessed once and run through
+    every backend. ``progress(n)`` is called after each batch of n images."""
     images = [im for im in coco.images if scenes is None or im.scene in scenes]
-    out: dict[int, Prediction] = {}
+    out: dict[str, dict[int, Prediction]] = {name: {} for name in backends}
     for start in range(0, len(images), batch_size):
         chunk = images[start:start + batch_size]
         x = np.stack([preprocess_frame(read_frame(coco, im), image_size) for im in chunk])
@@ -40,10 +41,11 @@ def predict_coco(backend: Backend, coco: AVCoco, image_size: int, batch_size: in
             w = np.zeros((len(chunk), CLIP_SAMPLES), np.float32)
         else:
             w = np.stack([fit_clip(read_clip(coco, im)) for im in chunk])
-        o = backend(x, w)
-        for i, im in enumerate(chunk):
-            out[im.id] = Prediction(av_map=o["av_map"][i, 0], av_score=float(o["av_score"][i]),
-                                    class_maps=o["class_maps"][i], audio_probs=o["audio_probs"][i])
+        for name, backend in backends.items():
+            o = backend(x, w)
+            for i, im in enumerate(chunk):
+                out[name][im.id] = Prediction(av_map=o["av_map"][i, 0], av_score=float(o["av_score"][i]),
+                                              class_maps=o["class_maps"][i], audio_probs=o["audio_probs"][i])
         if progress is not None:
             progress(len(chunk))
     return out
@@ -61,11 +63,22 @@ def settings_from_bundle(bundle: Bundle) -> EvalSettings:
 def evaluate_bundle(backend: Backend, coco: AVCoco, batch_size: int = 16,
                     progress: Callable[[int], None] | None = None) -> dict[str, dict]:
     """The evaluation table (model + uniform/Gaussian baselines) of ``backend``'s bundle on ``coco``."""
-    bundle = backend.bundle
-    preds = predict_coco(backend, coco, bundle.image_size, batch_size, progress=progress)
-    silent = (predict_coco(backend, coco, bundle.image_size, batch_size, silent=True, scenes=("solo",),
-                           progress=progress) if coco.scenes("solo") else None)
-    return score(coco, preds, list(bundle.classes), bundle.cluster_match(), settings_from_bundle(bundle), silent)
+    return evaluate_variants({"model": backend}, coco, batch_size, progress)["model"]
+
+
+def evaluate_variants(backends: Mapping[str, Backend], coco: AVCoco, batch_size: int = 16,
+                      progress: Callable[[int], None] | None = None) -> dict[str, dict[str, dict]]:
+    """:func:`evaluate_bundle` of several backends of one bundle (its variants) in one pass over ``coco``."""
+    if not backends:
+        raise ValueError("evaluate_variants needs at least one backend")
+    bundle = next(iter(backends.values())).bundle
+    if any(b.bundle.root != bundle.root for b in backends.values()):
+        raise ValueError("evaluate_variants scores variants of one bundle: the backends load different bundles")
+    preds = predict_coco(backends, coco, bundle.image_size, batch_size, progress=progress)
+    silent = (predict_coco(backends, coco, bundle.image_size, batch_size, silent=True, scenes=("solo",),
+                           progress=progress) if coco.scenes("solo") else {name: None for name in backends})
+    match, settings = bundle.cluster_match(), settings_from_bundle(bundle)
+    return {name: score(coco, preds[name], list(bundle.classes), match, settings, silent[name]) for name in backends}
 
 
 def images_to_predict(coco: AVCoco) -> int:
