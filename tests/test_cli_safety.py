@@ -326,6 +326,7 @@ def test_live_warns_about_a_truncated_camera_file(media, smoke_bundle, tmp_path,
 # inside them), then runs the console entry point.
 _CTRL_C_DURING_IMPORTS = """
 import builtins, os, signal, sys
+signal.signal(signal.SIGINT, signal.default_int_handler)  # a shell's background job inherits SIGINT ignored
 real_import = builtins.__import__
 def importing(name, *args, **kwargs):
     if name == "numpy":
