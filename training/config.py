@@ -232,8 +232,9 @@ def _get(cfg: RunConfig, key: str) -> Any:
 
 
 def preset(name: str) -> RunConfig:
-    """``paper``: 224 px, the method's defaults (for a GPU). ``cpu``: sized for about 45 minutes on 2
-    CPU cores (docs/experiments.md, "Results of the `cpu` preset").
+    """``paper``: 224 px, the method's defaults (for a GPU). ``cpu``: 26 minutes on 2 cores of an
+    AVX-512 Xeon, 44-47 on 2 EPYC cores before ``channels_last`` (docs/experiments.md, "Results of the
+    `cpu` preset", "Training throughput").
     ``smoke``: everything end to end in a couple of minutes (CI)."""
     if name == "paper":
         return RunConfig(preset="paper", out="runs/paper")
