@@ -309,6 +309,99 @@ def _timed(parts: dict[str, float], name: str) -> Iterator[None]:
         parts[name] = round(parts.get(name, 0.0) + time.perf_counter() - t0, 2)
 
 
+def export_fp32(run: LoadedRun, parity_samples: Samples, out: Path, opset: int, threads: int,
+                parts: dict[str, float], log: Callable[[str], None]) -> tuple[dict[str, Path], dict, tuple[int, int]]:
+    """The three fp32 graphs of ``run`` under ``out/fp32``, each checked against PyTorch on
+    ``parity_samples``; returns their paths, the parity report and the feature map's (h, w)."""
+    model, cfg = run.model, run.config
+    graphs = {B.AUDIO: AudioGraph(model).eval(), B.IMAGE: ImageGraph(model).eval(),
+              B.HEAD: HeadGraph(model, cfg.eval.softmax_scale).eval()}
+    with torch.no_grad():
+        v_fea, v_emb = graphs[B.IMAGE](torch.from_numpy(parity_samples.images))
+        a_emb, _ = graphs[B.AUDIO](torch.from_numpy(parity_samples.waveforms))
+    feeds = {
+        B.AUDIO: {"waveform": parity_samples.waveforms},
+        B.IMAGE: {"image": parity_samples.images},
+        B.HEAD: {"v_fea": v_fea.numpy(), "v_emb": v_emb.numpy(), "a_emb": a_emb.numpy(),
+                 "dictionary": run.dictionary.numpy()},
+    }
+    dynamic = {B.AUDIO: ("waveform",), B.IMAGE: ("image",), B.HEAD: ("v_fea", "v_emb", "a_emb")}
+    paths, parity_report = {}, {}
+    for g, module in graphs.items():
+        ins, outs = B.GRAPH_IO[g]
+        ex = tuple(torch.from_numpy(v[:2]) if n in dynamic[g] else torch.from_numpy(v) for n, v in feeds[g].items())
+        with _timed(parts, "graph_export"):
+            paths[g] = export_graph(module, ex, ins, outs, dynamic[g], out / "fp32" / f"{g}.onnx", opset)
+        with _timed(parts, "parity"):
+            parity_report[g] = parity(module, paths[g], feeds[g], threads)
+        _check_parity(g, parity_report[g])
+        worst = max(r["max_abs_diff"] for r in parity_report[g].values())
+        log(f"[export] {g}: exported, ORT vs torch max abs diff {worst:.2e}")
+    return paths, parity_report, (v_fea.shape[2], v_fea.shape[3])
+
+
+def build_variants(paths: dict[str, Path], variants: Sequence[str], samples: Samples, out: Path,
+                   calibration_method: str, parts: dict[str, float],
+                   log: Callable[[str], None]) -> dict[str, dict[str, B.GraphFile]]:
+    """The fp16 / int8 / int8-cpu audio and image graphs from the fp32 ones (INT8 calibrated on
+    ``samples``); every variant shares the fp32 head. Variant -> graph -> file."""
+    variant_graphs = {"fp32": {g: B.GraphFile(f"fp32/{g}.onnx", "fp32") for g in B.GRAPHS}}
+    for v in variants:
+        files = {}
+        for g in (B.AUDIO, B.IMAGE):
+            dst = out / v / f"{g}.onnx"
+            if v == "fp16":
+                with _timed(parts, "fp16"):
+                    quantize.to_fp16(paths[g], dst)
+            else:
+                name = B.GRAPH_IO[g][0][0]
+                arr = samples.waveforms if g == B.AUDIO else samples.images
+                with _timed(parts, "int8_quantisation"):
+                    quantize.to_int8(paths[g], dst, [{name: arr[i:i + 1]} for i in range(len(arr))],
+                                     calibration_method, symmetric=v == "int8")
+            files[g] = B.GraphFile(f"{v}/{g}.onnx", "int8" if v == "int8-cpu" else v)
+        files[B.HEAD] = B.GraphFile(f"fp32/{B.HEAD}.onnx", "fp32")
+        variant_graphs[v] = files
+        log(f"[export] {v}: audio and image graphs written")
+    return variant_graphs
+
+
+def build_manifest(run: LoadedRun, feature_hw: tuple[int, int], variant_graphs: dict[str, dict[str, B.GraphFile]],
+                   metrics: dict | None, opset: int, parity: dict, calibration: dict) -> B.Manifest:
+    """The bundle's manifest before its variant reports and calibrated rules are added."""
+    cfg = run.config
+    size, k = inference_size(cfg), cfg.model.num_clusters
+    h, wd = feature_hw
+    return B.Manifest(
+        classes=run.classes,
+        num_clusters=k,
+        dictionary={"file": B.DICTIONARY_NAME, "shape": [k, 512], "dtype": "float32"},
+        cluster_match=run.cluster_match().to_dict(),
+        preprocessing=B.Preprocessing(image_size=size, mean=tuple(IMAGENET_MEAN), std=tuple(IMAGENET_STD),
+                                      sample_rate=SAMPLE_RATE, clip_samples=CLIP_SAMPLES),
+        postprocessing=B.Postprocessing(
+            softmax_scale=cfg.eval.softmax_scale, sounding_threshold=cfg.eval.sounding_threshold,
+            solo_tau=cfg.eval.solo_tau, mosaic_tau=cfg.eval.mosaic_tau, duet_tau=cfg.eval.duet_tau,
+            nsa_threshold=cfg.eval.nsa_threshold),
+        graphs=B.graph_specs(k, size, (h, wd), cfg.model.embed_dim, clip_samples=CLIP_SAMPLES),
+        variants={v: B.Variant(gs, VARIANT_DESCRIPTIONS[v]) for v, gs in variant_graphs.items()},
+        model={"image_size": size, "train_image_size": cfg.data.image_size, "feature_hw": [h, wd],
+               "num_clusters": k, "embed_dim": cfg.model.embed_dim, "feature_dim": 512, "gate": cfg.model.gate,
+               "config": dataclasses.asdict(cfg.model),
+               "preset": cfg.preset, "round": int(run.checkpoint.get("round", -1)),
+               "nmi": float(run.checkpoint["nmi"]) if "nmi" in run.checkpoint else None},
+        metrics=metrics,
+        export={"exporter": "torch.onnx.export(dynamo=True) (torch.export)", "opset": opset,
+                "simplifier": f"onnxslim {onnxslim.__version__}", "dynamic_axes": {"batch": "dim 0"},
+                "dictionary": "graph input of the head (dictionary.npy)",
+                "parity": parity, "calibration": calibration,
+                "versions": {"torch": torch.__version__, "onnx": onnx.__version__,
+                             "onnxruntime": onnxruntime.__version__, "python": platform.python_version()}},
+        source={"checkpoint": run.path.name, "sha256": B.sha256_file(run.path)},
+        created=_now(),
+    )
+
+
 def export_run(model_path: str | os.PathLike, out_dir: str | os.PathLike,
                calibration_data: str | os.PathLike | None = None, *,
                eval_data: str | os.PathLike | None = None,
@@ -342,7 +435,7 @@ def export_run(model_path: str | os.PathLike, out_dir: str | os.PathLike,
     parts: dict[str, float] = {}
     with _timed(parts, "load_and_samples"):
         run = load_run(model_path)
-    cfg, model = run.config, run.model
+    cfg = run.config
     size, k = inference_size(cfg), cfg.model.num_clusters
     eval_data = eval_data if eval_data is not None else calibration_data
     metrics = _run_metrics(run.path)
@@ -352,88 +445,15 @@ def export_run(model_path: str | os.PathLike, out_dir: str | os.PathLike,
     with _timed(parts, "load_and_samples"):
         samples = load_samples(calibration_data, size, calibration_size)
         parity_samples = load_samples(None, size, 4, seed=CALIBRATION_SEED + 1)
-    dictionary = run.dictionary
-    x = torch.from_numpy(parity_samples.images)
-    w = torch.from_numpy(parity_samples.waveforms)
-
     with atomic_dir(out_dir) as tmp:
-        graphs = {B.AUDIO: AudioGraph(model).eval(), B.IMAGE: ImageGraph(model).eval(),
-                  B.HEAD: HeadGraph(model, cfg.eval.softmax_scale).eval()}
-        with torch.no_grad():
-            v_fea, v_emb = graphs[B.IMAGE](x)
-            a_emb, _ = graphs[B.AUDIO](w)
-        feeds = {
-            B.AUDIO: {"waveform": parity_samples.waveforms},
-            B.IMAGE: {"image": parity_samples.images},
-            B.HEAD: {"v_fea": v_fea.numpy(), "v_emb": v_emb.numpy(), "a_emb": a_emb.numpy(),
-                     "dictionary": dictionary.numpy()},
-        }
-        dynamic = {B.AUDIO: ("waveform",), B.IMAGE: ("image",), B.HEAD: ("v_fea", "v_emb", "a_emb")}
-        paths, parity_report = {}, {}
-        for g, module in graphs.items():
-            ins, outs = B.GRAPH_IO[g]
-            ex = tuple(torch.from_numpy(v[:2]) if n in dynamic[g] else torch.from_numpy(v)
-                       for n, v in feeds[g].items())
-            with _timed(parts, "graph_export"):
-                paths[g] = export_graph(module, ex, ins, outs, dynamic[g], tmp / "fp32" / f"{g}.onnx", opset)
-            with _timed(parts, "parity"):
-                parity_report[g] = parity(module, paths[g], feeds[g], threads)
-            _check_parity(g, parity_report[g])
-            worst = max(r["max_abs_diff"] for r in parity_report[g].values())
-            log(f"[export] {g}: exported, ORT vs torch max abs diff {worst:.2e}")
-
-        np.save(tmp / B.DICTIONARY_NAME, dictionary.numpy().astype(np.float32))
-        variant_graphs = {"fp32": {g: B.GraphFile(f"fp32/{g}.onnx", "fp32") for g in B.GRAPHS}}
-        for v in variants:
-            files = {}
-            for g in (B.AUDIO, B.IMAGE):
-                dst = tmp / v / f"{g}.onnx"
-                if v == "fp16":
-                    with _timed(parts, "fp16"):
-                        quantize.to_fp16(paths[g], dst)
-                else:
-                    name = B.GRAPH_IO[g][0][0]
-                    arr = samples.waveforms if g == B.AUDIO else samples.images
-                    with _timed(parts, "int8_quantisation"):
-                        quantize.to_int8(paths[g], dst, [{name: arr[i:i + 1]} for i in range(len(arr))],
-                                         calibration_method, symmetric=v == "int8")
-                files[g] = B.GraphFile(f"{v}/{g}.onnx", "int8" if v == "int8-cpu" else v)
-            files[B.HEAD] = B.GraphFile(f"fp32/{B.HEAD}.onnx", "fp32")
-            variant_graphs[v] = files
-            log(f"[export] {v}: audio and image graphs written")
-
-        h, wd = v_fea.shape[2], v_fea.shape[3]
-        manifest = B.Manifest(
-            classes=run.classes,
-            num_clusters=k,
-            dictionary={"file": B.DICTIONARY_NAME, "shape": [k, 512], "dtype": "float32"},
-            cluster_match=run.cluster_match().to_dict(),
-            preprocessing=B.Preprocessing(image_size=size, mean=tuple(IMAGENET_MEAN), std=tuple(IMAGENET_STD),
-                                          sample_rate=SAMPLE_RATE, clip_samples=CLIP_SAMPLES),
-            postprocessing=B.Postprocessing(
-                softmax_scale=cfg.eval.softmax_scale, sounding_threshold=cfg.eval.sounding_threshold,
-                solo_tau=cfg.eval.solo_tau, mosaic_tau=cfg.eval.mosaic_tau, duet_tau=cfg.eval.duet_tau,
-                nsa_threshold=cfg.eval.nsa_threshold),
-            graphs=B.graph_specs(k, size, (h, wd), cfg.model.embed_dim, clip_samples=CLIP_SAMPLES),
-            variants={v: B.Variant(gs, VARIANT_DESCRIPTIONS[v]) for v, gs in variant_graphs.items()},
-            model={"image_size": size, "train_image_size": cfg.data.image_size, "feature_hw": [h, wd],
-                   "num_clusters": k, "embed_dim": cfg.model.embed_dim, "feature_dim": 512, "gate": cfg.model.gate,
-                   "config": dataclasses.asdict(cfg.model),
-                   "preset": cfg.preset, "round": int(run.checkpoint.get("round", -1)),
-                   "nmi": float(run.checkpoint["nmi"]) if "nmi" in run.checkpoint else None},
-            metrics=metrics,
-            export={"exporter": "torch.onnx.export(dynamo=True) (torch.export)", "opset": opset,
-                    "simplifier": f"onnxslim {onnxslim.__version__}", "dynamic_axes": {"batch": "dim 0"},
-                    "dictionary": "graph input of the head (dictionary.npy)",
-                    "parity": {"samples": parity_samples.source, "tolerance": f"{PARITY_TOLERANCE} x max(1, |ref|)",
-                               "graphs": parity_report},
-                    "calibration": {"samples": samples.source, "method": calibration_method,
-                                    "size": len(samples)},
-                    "versions": {"torch": torch.__version__, "onnx": onnx.__version__,
-                                 "onnxruntime": onnxruntime.__version__, "python": platform.python_version()}},
-            source={"checkpoint": run.path.name, "sha256": B.sha256_file(run.path)},
-            created=_now(),
-        )
+        paths, parity_report, feature_hw = export_fp32(run, parity_samples, tmp, opset, threads, parts, log)
+        np.save(tmp / B.DICTIONARY_NAME, run.dictionary.numpy().astype(np.float32))
+        variant_graphs = build_variants(paths, variants, samples, tmp, calibration_method, parts, log)
+        manifest = build_manifest(run, feature_hw, variant_graphs, metrics, opset,
+                                  parity={"samples": parity_samples.source,
+                                          "tolerance": f"{PARITY_TOLERANCE} x max(1, |ref|)", "graphs": parity_report},
+                                  calibration={"samples": samples.source, "method": calibration_method,
+                                               "size": len(samples)})
         B.write_manifest(tmp, manifest)
         bundle = B.load_bundle(tmp)
         with _timed(parts, "variant_reports"):
