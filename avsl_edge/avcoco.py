@@ -124,13 +124,8 @@ def _list(doc: Mapping[str, Any], key: str, where: str) -> list:
     return value
 
 
-def load_avcoco(root: str | os.PathLike, check_files: bool = True) -> AVCoco:
-    """Read and validate ``<root>/annotations.json``; every problem is an :class:`AVCocoError`.
-
-    With ``check_files`` every referenced frame and audio file must exist (contents are read
-    lazily by :func:`read_frame` and :func:`read_clip`, which raise the same error type).
-    """
-    root = Path(root)
+def _read_annotations(root: Path) -> tuple[dict, str]:
+    """``<root>/annotations.json`` as a dict, and its path as the errors name it."""
     ann_path = root / "annotations.json"
     if not root.is_dir():
         raise AVCocoError(f"{root}: no such data folder")
@@ -144,8 +139,11 @@ def load_avcoco(root: str | os.PathLike, check_files: bool = True) -> AVCoco:
         raise AVCocoError(f"{ann_path}: nested too deeply to be AV-COCO annotations") from None
     if not isinstance(doc, dict):
         raise AVCocoError(f"{ann_path}: top level must be an object")
-    f = str(ann_path)
+    return doc, str(ann_path)
 
+
+def _categories(doc: dict, f: str) -> dict[int, str]:
+    """Category id -> name; ids and names unique, at least one."""
     cat_names: dict[int, str] = {}
     for i, c in enumerate(_list(doc, "categories", f)):
         where = f"{f}: categories[{i}]"
@@ -162,7 +160,11 @@ def load_avcoco(root: str | os.PathLike, check_files: bool = True) -> AVCoco:
         cat_names[cid] = name
     if not cat_names:
         raise AVCocoError(f"{f}: 'categories' is empty")
+    return cat_names
 
+
+def _raw_images(doc: dict, f: str, root: Path, check_files: bool) -> dict[int, dict]:
+    """Image id -> its checked JSON object (paths inside ``root``, sizes, audio span, scene)."""
     raw_images: dict[int, dict] = {}
     for i, im in enumerate(_list(doc, "images", f)):
         where = f"{f}: images[{i}]"
@@ -192,7 +194,11 @@ def load_avcoco(root: str | os.PathLike, check_files: bool = True) -> AVCoco:
                 if not (root / im[key]).is_file():
                     raise AVCocoError(f"{where}: {key} {im[key]!r} does not exist under {root}")
         raw_images[iid] = im
+    return raw_images
 
+
+def _objects(doc: dict, f: str, raw_images: dict[int, dict], cat_names: dict[int, str]) -> dict[int, list[AVObject]]:
+    """Image id -> its annotated objects (boxes inside the image, known category, sounding flag)."""
     objects: dict[int, list[AVObject]] = {iid: [] for iid in raw_images}
     ann_ids: set[int] = set()
     for i, a in enumerate(_list(doc, "annotations", f)):
@@ -224,7 +230,20 @@ def load_avcoco(root: str | os.PathLike, check_files: bool = True) -> AVCoco:
         if not isinstance(sounding, bool):
             raise AVCocoError(f"{where}: 'sounding' must be true or false, got {sounding!r}")
         objects[iid].append(AVObject((x, y, w, h), cat_names[cid], sounding))
+    return objects
 
+
+def load_avcoco(root: str | os.PathLike, check_files: bool = True) -> AVCoco:
+    """Read and validate ``<root>/annotations.json``; every problem is an :class:`AVCocoError`.
+
+    With ``check_files`` every referenced frame and audio file must exist (contents are read
+    lazily by :func:`read_frame` and :func:`read_clip`, which raise the same error type).
+    """
+    root = Path(root)
+    doc, f = _read_annotations(root)
+    cat_names = _categories(doc, f)
+    raw_images = _raw_images(doc, f, root, check_files)
+    objects = _objects(doc, f, raw_images, cat_names)
     known = {"id", "file_name", "width", "height", "audio", "audio_offset", "audio_duration", "scene"}
     images = tuple(
         AVImage(
