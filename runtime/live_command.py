@@ -472,6 +472,22 @@ def cmd_live(args: argparse.Namespace) -> int:
                 window.close()
 
 
+def hud_status(r: Result) -> str:
+    """The HUD's status line for a frame's result: why nothing is drawn, if nothing is."""
+    if not r.gate_open:
+        return "silence"
+    return "" if r.sounding else "nothing sounding in view"
+
+
+def run_warnings(camera: Any, reason: str) -> list[str]:
+    """What the end-of-run summary warns about: a video file that ended well before its header said."""
+    expected = getattr(camera, "frame_count", None)
+    if reason == "camera_ended" and expected and camera.frames_read < expected - 1:
+        return [f"{camera.spec.label} looks truncated: {camera.frames_read} frames read, {expected} "
+                "expected from its header"]
+    return []
+
+
 def _run(args: argparse.Namespace, loc: Any, camera: Any, mic: Any, window: LiveWindow | None,
          t_open: float, signals: Any) -> int:
     colours = {c: class_colour(i) for i, c in enumerate(loc.classes)}
@@ -506,16 +522,10 @@ def _run(args: argparse.Namespace, loc: Any, camera: Any, mic: Any, window: Live
         st = loop.stats()
         level = loop.ring.level_db(0.1)
         lat = st.stages.get("latency")
-        if r.gate_open and not r.sounding:
-            status = "nothing sounding in view"
-        elif not r.gate_open:
-            status = "silence"
-        else:
-            status = ""
         hud = Hud(fps=st.fps, latency_ms=lat.median_ms if lat else None, latency_p90_ms=lat.p90_ms if lat else None,
                   stages_ms={k: v.median() for k, v in stages.items()},
                   level_db=level, gate_db=gate_db, dropped=st.camera_dropped, overflows=st.mic_overflows,
-                  heard=tuple((b, r.scores[b]) for b in r.sounding), status=status, colours=colours)
+                  heard=tuple((b, r.scores[b]) for b in r.sounding), status=hud_status(r), colours=colours)
         draw_hud(out, hud, rgb=True)
         for k in ("preprocess", "image", "head", "postprocess"):
             if k in r.speed:
@@ -552,17 +562,12 @@ def _run(args: argparse.Namespace, loc: Any, camera: Any, mic: Any, window: Live
             failure, reason = exc, "device_failed"
             rec = loop.recorder
             recording = rec.path if rec is not None and rec.path.is_file() else None
-    st = loop.stats()
-    frames = len(ready_times)
-    warnings = []
-    expected = getattr(camera, "frame_count", None)
-    if reason == "camera_ended" and expected and camera.frames_read < expected - 1:
-        warnings.append(f"{camera.spec.label} looks truncated: {camera.frames_read} frames read, {expected} "
-                        "expected from its header")
+    warnings = run_warnings(camera, reason)
     for w in warnings:
         print(f"warning: {w}", file=sys.stderr, flush=True)
+    frames = len(ready_times)
     span = ready_times[-1] - ready_times[0] if frames > 1 else 0.0
-    rec = loop.recorder
+    st, rec = loop.stats(), loop.recorder
     summary = {
         "reason": reason, "frames": frames, "seconds": round(span, 3),
         "fps": round((frames - 1) / span, 2) if span > 0 else 0.0,
