@@ -27,7 +27,9 @@ def load(model: str | os.PathLike | None = None, backend: str = "auto", provider
     providers: ONNX Runtime execution providers, used as given (None: TensorRT EP, CUDA EP, CPU,
         as far as they work here).
     variant: "fp32" (default), "fp16", "int8" (symmetric QDQ, the TensorRT form) or "int8-cpu" (uint8
-        activations: the fast one on a CPU with ONNX Runtime; bundles exported before it lack it).
+        activations: the fast one on a CPU with ONNX Runtime; bundles exported before it lack it), or
+        "auto": the fastest of them here within 2 points of fp32 on the export's test split, timed at
+        load (``loc.backend.variant_choice`` says which and why).
     verify: check every file's sha256 against the manifest (a corrupt bundle is a BundleError).
     rules: overrides of :class:`Rules` (in_view_threshold, in_view_score, audio_gate_db, class_threshold,
         box_tau, box_method).

@@ -40,6 +40,7 @@ from .errors import UserError
 from .bundle import AUDIO, GRAPH_IO, GRAPHS, HEAD, IMAGE, Bundle, BundleError
 from .registry import cache_dir
 from .options import max_threads
+from .variant_choice import AUTO_VARIANT, VariantChoice, choose_variant
 from .tensorrt_engine import (TensorRTUnavailable, engine_mismatches, gpu_info, import_tensorrt, load_engine,
                               load_libcuda)  # torch-free: ctypes; tensorrt itself loads only when an engine does
 
@@ -65,6 +66,7 @@ class Backend:
     """Runs the three graphs of one bundle variant. Subclasses implement :meth:`run`."""
 
     name: str = "backend"
+    variant_choice: VariantChoice | None = None  # set when ``variant="auto"`` chose this variant
 
     def __init__(self, bundle: Bundle, variant: str):
         if variant not in bundle.manifest.variants:
@@ -80,10 +82,19 @@ class Backend:
 
     @property
     def description(self) -> str:
-        return f"{self.name}, {self.variant}"
+        return f"{self.name}, {self.variant}{self.auto_note}"
+
+    @property
+    def auto_note(self) -> str:
+        """Why ``variant="auto"`` chose this variant (empty for a variant asked for by name)."""
+        return f" (auto: {self.variant_choice.reason})" if self.variant_choice is not None else ""
 
     def info(self) -> dict[str, Any]:
-        return {"backend": self.name, "variant": self.variant, "description": self.description}
+        out = {"backend": self.name, "variant": self.variant, "description": self.description}
+        if self.variant_choice is not None:
+            out["variant_choice"] = {"ms": dict(self.variant_choice.ms), "excluded": dict(self.variant_choice.excluded),
+                                     "reason": self.variant_choice.reason}
+        return out
 
     def close(self) -> None:
         """Release sessions / device memory (the object is unusable afterwards)."""
@@ -318,7 +329,7 @@ class OnnxRuntimeBackend(Backend):
     def description(self) -> str:
         threads = ", threads intra {} inter {}".format(*(t or "default" for t in self.threads))
         return (f"onnxruntime {self._ort.__version__}, {self.variant}, providers {', '.join(self.providers)}"
-                f"{threads}{', io binding' if self.io_binding else ''}")
+                f"{threads}{', io binding' if self.io_binding else ''}{self.auto_note}")
 
     def info(self) -> dict[str, Any]:
         return {**super().info(), "providers": list(self.providers), "skipped_providers": dict(self.skipped),
@@ -547,7 +558,8 @@ class TensorRTBackend(Backend):
 
     @property
     def description(self) -> str:
-        return f"tensorrt {self.trt.__version__}, {self.variant}, {self.gpu.name} (sm {self.gpu.compute_capability})"
+        return (f"tensorrt {self.trt.__version__}, {self.variant}, {self.gpu.name} (sm {self.gpu.compute_capability})"
+                f"{self.auto_note}")
 
     def info(self) -> dict[str, Any]:
         return {**super().info(), "engines": {g: r.record.file for g, r in self.graphs.items()}}
@@ -589,9 +601,17 @@ def create_backend(bundle: Bundle, backend: str = "auto", providers: Sequence[Pr
                    variant: str | None = None, intra_op_threads: int = 0, inter_op_threads: int = 0,
                    io_binding: bool | None = None, device_id: int = 0) -> Backend:
     """The backend for ``bundle``: ``"onnxruntime"``, ``"tensorrt"`` or ``"auto"`` (TensorRT engines
-    when usable here and no ``providers`` were given, else ONNX Runtime). ``variant`` None = fp32."""
+    when usable here and no ``providers`` were given, else ONNX Runtime). ``variant`` None = fp32;
+    ``"auto"``: the fastest variant here within the export's accuracy bound
+    (:mod:`avsl_edge.variant_choice`), which the backend's ``variant_choice`` and description name."""
     if backend not in BACKENDS:
         raise BackendError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
+    if variant == AUTO_VARIANT:
+        choice, chosen = choose_variant(bundle, lambda v: create_backend(
+            bundle, backend, providers, v, intra_op_threads, inter_op_threads, io_binding, device_id))
+        chosen.variant_choice = choice
+        log.info("variant auto: %s, %s", choice.variant, choice.reason)
+        return chosen
     variant = variant or "fp32"
     if variant not in bundle.manifest.variants:
         raise BundleError(f"{bundle.root}: has no {variant!r} variant (it has {sorted(bundle.manifest.variants)})")

@@ -50,6 +50,7 @@ from .avcoco import load_avcoco
 from .backends import auto_providers, available_providers, tensorrt_engines_usable
 from .bundle import json_default, load_bundle
 from .bundle_eval import evaluate_bundle, images_to_predict
+from .variant_choice import accuracy_exclusions
 from .commands import (COMMANDS, MAX_SIDE, Command, UsageError, add_model_options, check_outputs,  # noqa: F401
                        discover_commands, model_input, open_localizer, register_command, write_json, write_text)
 from .errors import UserError
@@ -367,6 +368,7 @@ def bundle_info(root: Path, verify: bool = True) -> dict[str, Any]:
         "preset": m.model.get("preset"), "rules": Rules.from_postprocessing(p).to_dict(),
         "calibrated": p.in_view_threshold is not None, "calibration": p.calibration,
         "variants": variants,
+        "auto_excluded": accuracy_exclusions(b),
         "engines": [{"graph": e.graph, "variant": e.variant, "file": e.file, "gpu": e.gpu_name,
                      "tensorrt": e.tensorrt_version, "batch": [e.batch_min, e.batch_max]} for e in m.engines],
         "onnxruntime": ort_version, "providers_available": available_providers() if ort_version else [],
@@ -414,6 +416,9 @@ def cmd_info(args: argparse.Namespace) -> int:
         lines.append(f"  {v:5s} {timing}{score}")
         if d["tensorrt_engines"]:
             lines.append(f"        TensorRT engines: {d['tensorrt_engines']}")
+    left = info["auto_excluded"]
+    lines.append(f"  --variant auto picks the fastest here of {', '.join(v for v in info['variants'] if v not in left)}"
+                 + (f" (left out: {'; '.join(f'{v}: {why}' for v, why in left.items())})" if left else ""))
     lines.append(f"engines     {len(info['engines'])}" + "".join(
         f"\n  {e['graph']}/{e['variant']}: {e['file']} ({e['gpu']}, TensorRT {e['tensorrt']})" for e in info["engines"]))
     lines.append(f"onnxruntime {info['onnxruntime']}: providers {', '.join(info['providers_available'])}")

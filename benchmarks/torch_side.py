@@ -9,7 +9,7 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from avsl_edge.bench import Timing, measure
+from avsl_edge.timing import Timing, measure
 from training.config import preset
 from training.model import AudioBranch, ImageBranch, ModelConfig, StageOne, StageTwo, global_score, \
     localization_loss_stage_one

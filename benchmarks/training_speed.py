@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from avsl_edge.bench import measure, summary
+from avsl_edge.timing import measure, summary
 from benchmarks import torch_side
 from training import distributed as du
 from training.config import RunConfig, preset

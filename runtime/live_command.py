@@ -59,7 +59,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from avsl_edge import bench
+from avsl_edge.timing import summary
 from avsl_edge.audio import AudioError
 from avsl_edge.boxes import BOX_METHODS
 from avsl_edge.commands import (MAX_SIDE, Command, UsageError, add_model_options, check_outputs, model_input,
@@ -407,8 +407,8 @@ def _check_mic(spec: str | None) -> None:
 
 
 def summary_or_none(ms: Sequence[float]) -> dict[str, float] | None:
-    """The run summary's entry for one stage: its :class:`avsl_edge.bench.Timing`, None if it never ran."""
-    return bench.summary(ms).to_dict() if len(ms) else None
+    """The run summary's entry for one stage: its :class:`avsl_edge.timing.Timing`, None if it never ran."""
+    return summary(ms).to_dict() if len(ms) else None
 
 
 class _Rolling:
@@ -568,7 +568,7 @@ def _run(args: argparse.Namespace, loc: Any, camera: Any, mic: Any, window: Live
     frames = len(ready_times)
     span = ready_times[-1] - ready_times[0] if frames > 1 else 0.0
     st, rec = loop.stats(), loop.recorder
-    summary = {
+    run_summary = {
         "reason": reason, "frames": frames, "seconds": round(span, 3),
         "fps": round((frames - 1) / span, 2) if span > 0 else 0.0,
         "latency_ms": summary_or_none(latency.all),
@@ -586,8 +586,8 @@ def _run(args: argparse.Namespace, loc: Any, camera: Any, mic: Any, window: Live
         "warnings": warnings,
     }
     if args.summary_json:
-        write_json(args.summary_json, summary)
-    print(summary_text(summary), flush=True)
+        write_json(args.summary_json, run_summary)
+    print(summary_text(run_summary), flush=True)
     if failure is not None:
         saved = f"; the recording is saved: {recording}" if recording else ""
         raise UsageError(f"{failure} (stopped after {frames} frames{saved})")

@@ -43,7 +43,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from avsl_edge.audio import CLIP_SECONDS, SAMPLE_RATE
-from avsl_edge.bench import Timing, summary
+from avsl_edge.timing import Timing, summary
 from avsl_edge.media import VideoWriter
 
 from .camera import CameraEnded, Frame
