@@ -57,6 +57,7 @@ from avsl_edge.backends import CPU_EP, OnnxRuntimeBackend
 from avsl_edge.bundle_eval import evaluate_variants
 from avsl_edge.fileio import atomic_dir, check_outputs
 from avsl_edge.options import int_in, thread_count
+from avsl_edge.variant_choice import HEADLINE  # the metrics variant="auto" bounds (within 2 points of fp32)
 from export import quantize
 from export.calibrate import calibrate_bundle
 from training.checkpoint import CheckpointError, load_checkpoint
@@ -510,7 +511,6 @@ def variant_reports(bundle: B.Bundle, samples: Samples, eval_data: str | os.Path
     return reports
 
 
-HEADLINE = ("mosaic_ciou@0.3", "duet_ciou@0.3", "solo_iou@0.5")  # INT8 target: within 2 points of fp32
 
 
 def _headline(ev: dict) -> str:
