@@ -511,8 +511,6 @@ def variant_reports(bundle: B.Bundle, samples: Samples, eval_data: str | os.Path
     return reports
 
 
-
-
 def _headline(ev: dict) -> str:
     row, delta = ev["model"], ev.get("delta_vs_fp32", {})
     parts = [f"{k} {row[k]:.1f}" + (f" ({delta[k]:+.1f} vs fp32)" if k in delta else "") for k in HEADLINE if k in row]
