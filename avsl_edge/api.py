@@ -12,10 +12,11 @@ from .bundle import load_bundle
 from .localizer import Localizer, Rules
 from .registry import resolve_model
 from .result import Result
+from .variant_choice import AUTO_VARIANT
 
 
 def load(model: str | os.PathLike | None = None, backend: str = "auto", providers: list[Any] | None = None,
-         variant: str | None = None, *, intra_op_threads: int = 0, inter_op_threads: int = 0,
+         variant: str = AUTO_VARIANT, *, intra_op_threads: int = 0, inter_op_threads: int = 0,
          io_binding: bool | None = None, device_id: int = 0, verify: bool = True, keep_image: bool = True,
          **rules: float | str) -> Localizer:
     """A :class:`Localizer` for a bundle.
@@ -26,10 +27,10 @@ def load(model: str | os.PathLike | None = None, backend: str = "auto", provider
         "onnxruntime" or "tensorrt".
     providers: ONNX Runtime execution providers, used as given (None: TensorRT EP, CUDA EP, CPU,
         as far as they work here).
-    variant: "fp32" (default), "fp16", "int8" (symmetric QDQ, the TensorRT form) or "int8-cpu" (uint8
-        activations: the fast one on a CPU with ONNX Runtime; bundles exported before it lack it), or
-        "auto": the fastest of them here within 2 points of fp32 on the export's test split, timed at
-        load (``loc.backend.variant_choice`` says which and why).
+    variant: "auto" (default): the fastest variant here within 2 points of fp32 on the export's test
+        split, timed at load (``loc.backend.variant_choice`` says which and why); or one by name:
+        "fp32" (the reference numerics), "fp16", "int8" (symmetric QDQ, the TensorRT form) or
+        "int8-cpu" (uint8 activations: the fast one on a CPU with ONNX Runtime).
     verify: check every file's sha256 against the manifest (a corrupt bundle is a BundleError).
     rules: overrides of :class:`Rules` (in_view_threshold, in_view_score, audio_gate_db, class_threshold,
         box_tau, box_method).

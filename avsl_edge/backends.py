@@ -92,8 +92,7 @@ class Backend:
     def info(self) -> dict[str, Any]:
         out = {"backend": self.name, "variant": self.variant, "description": self.description}
         if self.variant_choice is not None:
-            out["variant_choice"] = {"ms": dict(self.variant_choice.ms), "excluded": dict(self.variant_choice.excluded),
-                                     "reason": self.variant_choice.reason}
+            out["variant_choice"] = self.variant_choice.to_dict()
         return out
 
     def close(self) -> None:

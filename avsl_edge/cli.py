@@ -50,7 +50,7 @@ from .avcoco import load_avcoco
 from .backends import auto_providers, available_providers, tensorrt_engines_usable
 from .bundle import json_default, load_bundle
 from .bundle_eval import evaluate_bundle, images_to_predict
-from .variant_choice import accuracy_exclusions
+from .variant_choice import AUTO_VARIANT, accuracy_exclusions
 from .commands import (COMMANDS, MAX_SIDE, Command, UsageError, add_model_options, check_outputs,  # noqa: F401
                        discover_commands, model_input, open_localizer, register_command, write_json, write_text)
 from .errors import UserError
@@ -83,7 +83,7 @@ def configure_run(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-legend", action="store_true", help="no legend panel")
     p.add_argument("--max-frames", type=int_in(1, 10**9), metavar="N", help="stop after N frames")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    add_model_options(p)
+    add_model_options(p, variant=AUTO_VARIANT)
 
 
 def _read_sound(path: Path) -> tuple[np.ndarray, int]:

@@ -100,7 +100,9 @@ def discover_commands() -> dict[str, Command]:
 # shared options
 
 
-def add_model_options(p: argparse.ArgumentParser, backend: bool = True) -> None:
+def add_model_options(p: argparse.ArgumentParser, backend: bool = True, variant: str = "fp32") -> None:
+    """--model, and unless ``backend`` is False the engine options; ``variant`` is --variant's default
+    (fp32 where figures must match the training side, auto where speed matters)."""
     p.add_argument("--model", metavar="BUNDLE", help="bundle folder (default: $AVSL_EDGE_MODEL, else the bundle "
                    "the last `python -m training.pipeline` registered)")
     if not backend:
@@ -108,9 +110,9 @@ def add_model_options(p: argparse.ArgumentParser, backend: bool = True) -> None:
     p.add_argument("--backend", choices=BACKENDS, default="auto",
                    help="auto (TensorRT engines of the bundle when built for this GPU, else ONNX Runtime), "
                         "onnxruntime or tensorrt (default: auto)")
-    p.add_argument("--variant", choices=(*VARIANTS, AUTO_VARIANT), default=None,
-                   help=f"precision variant (default: fp32; auto: the fastest here within {ACCURACY_POINTS:g} points of "
-                        "fp32 on the export's test split, timed at start)")
+    p.add_argument("--variant", choices=(*VARIANTS, AUTO_VARIANT), default=variant,
+                   help=f"precision variant (default: {variant}; auto: the fastest here within {ACCURACY_POINTS:g} "
+                        "points of fp32 on the export's test split, timed at start)")
     p.add_argument("--providers", metavar="LIST",
                    help="ONNX Runtime execution providers, comma-separated, used as given "
                         "(default: TensorRT EP, CUDA EP, CPU, as far as they work here)")

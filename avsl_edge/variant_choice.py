@@ -37,9 +37,28 @@ class VariantChoice:
     excluded: Mapping[str, str] = field(default_factory=dict)
 
     @property
+    def speedup(self) -> float | None:
+        """The chosen variant's speed as a multiple of fp32's, when both were timed."""
+        base, ms = self.ms.get("fp32"), self.ms.get(self.variant)
+        return base / ms if base and ms else None
+
+    @property
+    def short(self) -> str:
+        """A few words for the live HUD: "auto, 2.6x fp32" or "auto, the only one within 2 points"."""
+        if not self.ms:
+            return f"auto, the only one within {ACCURACY_POINTS:g} points"
+        return f"auto, {self.speedup:.1f}x fp32" if self.speedup and self.variant != "fp32" else "auto, fastest here"
+
+    def to_dict(self) -> dict[str, object]:
+        return {"variant": self.variant, "ms": dict(self.ms), "excluded": dict(self.excluded), "reason": self.reason}
+
+    @property
     def reason(self) -> str:
-        base = self.ms.get("fp32")
-        speed = (f", {base / self.ms[self.variant]:.1f}x fp32" if base and self.variant != "fp32" else "")
+        if not self.ms:
+            left = "; ".join(f"{v}: {why}" for v, why in self.excluded.items())
+            return f"the only variant within {ACCURACY_POINTS:g} points of fp32, not timed" + (
+                f"; left out: {left}" if left else "")
+        speed = f", {self.speedup:.1f}x fp32" if self.speedup and self.variant != "fp32" else ""
         timed = ", ".join(f"{v} {ms:.1f} ms" for v, ms in self.ms.items())
         left = "; ".join(f"{v}: {why}" for v, why in self.excluded.items())
         return f"fastest here within {ACCURACY_POINTS:g} points of fp32{speed} (timed: {timed})" + (
@@ -72,8 +91,11 @@ def fastest(ms: Mapping[str, float]) -> str:
 def choose_variant(bundle: Bundle, make_backend: Callable[[str], Backend],
                    runs: int = 5) -> tuple[VariantChoice, Backend]:
     """Time every eligible variant with a backend from ``make_backend(variant)``; returns the choice
-    and the chosen variant's backend (the others are closed)."""
+    and the chosen variant's backend (the others are closed). A single eligible variant is not timed."""
     excluded = accuracy_exclusions(bundle)
+    eligible = [v for v in bundle.manifest.variants if v not in excluded]
+    if len(eligible) == 1:
+        return VariantChoice(eligible[0], {}, excluded), make_backend(eligible[0])
     size = bundle.manifest.preprocessing.image_size
     rng = np.random.default_rng(0)
     image = rng.standard_normal((1, 3, size, size)).astype(np.float32)
@@ -81,9 +103,7 @@ def choose_variant(bundle: Bundle, make_backend: Callable[[str], Backend],
     backends: dict[str, Backend] = {}
     ms: dict[str, float] = {}
     try:
-        for v in bundle.manifest.variants:
-            if v in excluded:
-                continue
+        for v in eligible:
             be = backends[v] = make_backend(v)
             ms[v] = measure(lambda be=be: (be.image(image), be.audio(wave)), warmup=2, runs=runs).median_ms
         chosen = fastest(ms)

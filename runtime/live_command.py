@@ -69,6 +69,7 @@ from avsl_edge.localizer import IN_VIEW_SCORES
 from avsl_edge.options import MAX_HOP_S, int_in
 from avsl_edge.overlay import FONT, STYLES, class_colour, scale_of
 from avsl_edge.result import Box, Result
+from avsl_edge.variant_choice import AUTO_VARIANT
 
 from .camera import CameraError, CameraSource, describe_cameras, list_cameras, parse_camera_spec
 from .microphone import MicrophoneError, find_input_device, list_devices, open_audio_source
@@ -99,6 +100,7 @@ class Hud:
     heard: tuple[tuple[str, float], ...] = ()  # sounding classes in view with their audio probability
     status: str = ""                       # shown when nothing is heard ("silence", "nothing sounding in view")
     colours: Mapping[str, Colour] = field(default_factory=dict)  # RGB colour per class name
+    variant: str = ""                      # the precision variant running, and why when auto chose it
 
 
 def level_fraction(db: float, floor_db: float = LEVEL_FLOOR_DB) -> float:
@@ -128,7 +130,8 @@ def perf_text(hud: Hud) -> str:
     lat = "-" if hud.latency_ms is None or not math.isfinite(hud.latency_ms) else f"{hud.latency_ms:.0f}"
     p90 = "" if hud.latency_p90_ms is None or not math.isfinite(hud.latency_p90_ms) else \
         f" (p90 {hud.latency_p90_ms:.0f})"
-    return f"{hud.fps:.1f} fps  latency {lat} ms{p90}  dropped {hud.dropped}  overflows {hud.overflows}"
+    variant = f"{hud.variant}  " if hud.variant else ""
+    return f"{variant}{hud.fps:.1f} fps  latency {lat} ms{p90}  dropped {hud.dropped}  overflows {hud.overflows}"
 
 
 def stages_text(hud: Hud) -> str:
@@ -348,7 +351,7 @@ def configure_live(p: argparse.ArgumentParser) -> None:
                         "grabcut (the objects' outlines on the frame, 20-30 ms a frame on one core)")
     p.add_argument("--snapshot-dir", metavar="DIR", type=Path, default=Path("."),
                    help="where the s key saves snapshots (default: the current folder)")
-    add_model_options(p)
+    add_model_options(p, variant=AUTO_VARIANT)
 
 
 def _print_devices() -> int:
@@ -479,6 +482,12 @@ def hud_status(r: Result) -> str:
     return "" if r.sounding else "nothing sounding in view"
 
 
+def variant_label(backend: Any) -> str:
+    """The HUD's variant text: "int8-cpu (auto, 2.6x fp32)" when auto chose it, else the variant."""
+    choice = getattr(backend, "variant_choice", None)
+    return f"{backend.variant} ({choice.short})" if choice is not None else backend.variant
+
+
 def run_warnings(camera: Any, reason: str) -> list[str]:
     """What the end-of-run summary warns about: a video file that ended well before its header said."""
     expected = getattr(camera, "frame_count", None)
@@ -491,6 +500,7 @@ def run_warnings(camera: Any, reason: str) -> list[str]:
 def _run(args: argparse.Namespace, loc: Any, camera: Any, mic: Any, window: LiveWindow | None,
          t_open: float, signals: Any) -> int:
     colours = {c: class_colour(i) for i, c in enumerate(loc.classes)}
+    variant = variant_label(loc.backend)
     gate_db = float(loc.rules.audio_gate_db)
     stages = {k: _Rolling() for k in STAGE_ORDER}
     latency = _Rolling()
@@ -525,7 +535,8 @@ def _run(args: argparse.Namespace, loc: Any, camera: Any, mic: Any, window: Live
         hud = Hud(fps=st.fps, latency_ms=lat.median_ms if lat else None, latency_p90_ms=lat.p90_ms if lat else None,
                   stages_ms={k: v.median() for k, v in stages.items()},
                   level_db=level, gate_db=gate_db, dropped=st.camera_dropped, overflows=st.mic_overflows,
-                  heard=tuple((b, r.scores[b]) for b in r.sounding), status=hud_status(r), colours=colours)
+                  heard=tuple((b, r.scores[b]) for b in r.sounding), status=hud_status(r), colours=colours,
+                  variant=variant)
         draw_hud(out, hud, rgb=True)
         for k in ("preprocess", "image", "head", "postprocess"):
             if k in r.speed:
@@ -578,6 +589,7 @@ def _run(args: argparse.Namespace, loc: Any, camera: Any, mic: Any, window: Live
         "mic_overflows": st.mic_overflows, "mic_queue_drops": int(getattr(mic, "queue_drops", 0)),
         "heard": dict(heard_counts.most_common()), "audio_classes": dict(audio_counts.most_common()),
         "model": str(loc.bundle.root), "variant": loc.backend.variant, "backend": loc.backend.description,
+        "variant_choice": choice.to_dict() if (choice := loc.backend.variant_choice) is not None else None,
         "rules": loc.rules.to_dict(),
         "recording": str(recording) if recording else None,
         "recording_frames": rec.frames if rec is not None and recording else None,

@@ -49,11 +49,39 @@ def test_auto_times_the_eligible_variants_here_and_keeps_the_fastest(smoke_bundl
     assert "int8: " in choice.reason and "within 2 points of fp32" in choice.reason
 
 
-def test_load_with_variant_auto_says_which_and_why(smoke_bundle):
-    loc = avsl_edge.load(smoke_bundle, variant="auto")
+def test_a_single_eligible_variant_is_chosen_without_timing(smoke_bundle):
+    bundle = _with_deltas(load_bundle(smoke_bundle), {v: None for v in ("fp16", "int8", "int8-cpu")})
+    choice, backend = choose_variant(bundle, lambda v: avsl_edge.create_backend(bundle, "onnxruntime", variant=v))
+    assert (choice.variant, backend.variant, dict(choice.ms)) == ("fp32", "fp32", {})
+    assert choice.reason.startswith("the only variant within 2 points of fp32")
+    assert choice.short == "auto, the only one within 2 points"
+
+
+def test_load_chooses_the_variant_by_default_and_says_which_and_why(smoke_bundle):
+    loc = avsl_edge.load(smoke_bundle)
     assert loc.backend.variant_choice is not None and loc.backend.variant == loc.backend.variant_choice.variant
     assert "(auto: fastest here" in loc.backend.description
     assert loc.backend.info()["variant_choice"]["ms"].keys() >= {"fp32"}
+    assert avsl_edge.load(smoke_bundle, variant="fp32").backend.variant_choice is None  # by name: as asked
+
+
+def test_live_and_run_default_to_auto_eval_and_bench_to_fp32():
+    from avsl_edge.cli import build_parser
+
+    parser = build_parser()
+    defaults = {cmd: parser.parse_args([cmd, *extra]).variant for cmd, extra in {
+        "live": [], "run": ["in.mp4", "--out", "out.mp4"], "eval": ["--data", "d"], "bench": []}.items()}
+    assert defaults == {"live": "auto", "run": "auto", "eval": "fp32", "bench": "fp32"}
+
+
+def test_the_live_hud_names_the_variant_and_why_auto_chose_it(smoke_bundle):
+    from runtime.live_command import Hud, hud_lines, variant_label
+
+    loc = avsl_edge.load(smoke_bundle)
+    label = variant_label(loc.backend)
+    assert label.startswith(f"{loc.backend.variant} (auto, ")
+    assert hud_lines(Hud(variant=label))[1].startswith(label + "  ")
+    assert variant_label(avsl_edge.load(smoke_bundle, variant="fp32").backend) == "fp32"
 
 
 def test_info_names_what_auto_chooses_from(smoke_bundle, capsys):

@@ -1,0 +1,41 @@
+"""The edge benchmark's own arithmetic: passes merged into one table, targets judged per ISA class."""
+
+import pytest
+
+from benchmarks.run import isa_class, merge_passes, targets
+
+
+def _t(median, p90=None):
+    return {"median_ms": median, "p90_ms": p90 if p90 is not None else median * 1.1, "max_ms": median * 2, "runs": 30}
+
+
+def _row(image, audio=5.0):
+    small = {k: _t(0.5) for k in ("preprocess", "head", "postprocess")}
+    return {"stages": {"image": _t(image), "audio": _t(audio), **small}, "per_frame_ms": _t(image + 1.5)}
+
+
+def test_passes_merge_into_the_median_of_their_medians_with_its_range():
+    passes = [{"onnxruntime fp32": _row(10.0)}, {"onnxruntime fp32": _row(14.0)}, {"onnxruntime fp32": _row(11.0)}]
+    image = merge_passes(passes)["onnxruntime fp32"]["stages"]["image"]
+    assert (image["median_ms"], image["range_ms"], image["passes"]) == (11.0, [10.0, 14.0], 3)
+    assert merge_passes(passes)["onnxruntime fp32"]["per_frame_ms"]["range_ms"] == [11.5, 15.5]
+
+
+@pytest.mark.parametrize("isa,cls", [
+    (["amx_int8", "avx2", "avx512_vnni", "avx512f"], "AVX-512 VNNI"),
+    (["avx2"], "AVX2"),
+    ([], "other"),
+])
+def test_hosts_are_classed_by_the_isa_that_decides_int8s_gain(isa, cls):
+    assert isa_class({"isa": isa}) == cls
+
+
+@pytest.mark.parametrize("isa,met", [(["avx2"], True), (["avx2", "avx512_vnni"], False)])
+def test_auto_must_beat_fp32_by_more_on_a_vnni_host(isa, met):
+    out = {"machine": {"isa": isa}, "variants": ["fp32", "int8-cpu"], "image_bound_ms": 5.0,
+           "stages_ms": {"pytorch eager": _row(20.0), "onnxruntime fp32": _row(12.0, 8.0),
+                         "onnxruntime int8-cpu": _row(6.0, 4.0)},
+           "auto": {"variant": "int8-cpu", "reason": "fastest here"}}
+    rows = {t["target"].split(" (")[0]: t for t in targets(out)}
+    assert rows["auto"]["value"] == 2.0 and rows["auto"]["met"] is met   # (12 + 8) / (6 + 4)
+    assert rows["ORT fp32 image / PyTorch eager image"]["value"] == 0.6
