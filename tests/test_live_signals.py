@@ -23,7 +23,7 @@ from avsl_edge.audio import save_audio
 REPO = Path(__file__).resolve().parents[1]
 SUMMARY_KEYS = {"reason", "frames", "seconds", "fps", "latency_ms", "stages_ms", "camera", "camera_frames",
                 "camera_dropped", "mic", "audio_blocks", "audio_updates", "mic_overflows", "mic_queue_drops", "heard", "audio_classes",
-                "model", "variant", "backend", "rules", "recording", "recording_frames", "recording_repeated",
+                "model", "variant", "variant_choice", "backend", "rules", "recording", "recording_frames", "recording_repeated",
                 "snapshots", "warnings"}
 
 
