@@ -504,3 +504,19 @@ def test_bundle_and_engine_code_load_without_torch_or_onnx():
             "assert not bad, bad")
     r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
+
+
+class _MapsAndSoftmax(torch.nn.Module):
+    def forward(self, maps):
+        return maps * 1.0, torch.softmax(3.0 * maps, dim=1)
+
+
+def test_a_softmax_output_is_held_to_the_tolerance_its_input_allows(tmp_path):
+    maps = (np.random.default_rng(0).standard_normal((2, 11, 4, 4)) * 400).astype(np.float32)
+    path = export_graph(_MapsAndSoftmax(), (torch.from_numpy(maps),), ["maps"], ["class_maps", "class_probs"],
+                        ("maps",), tmp_path / "g.onnx")
+    plain = parity(_MapsAndSoftmax(), path, {"maps": maps})
+    held = parity(_MapsAndSoftmax(), path, {"maps": maps}, softmax_of={"class_probs": ("class_maps", 3.0)})
+    assert plain["class_probs"]["tolerance"] == 1e-4  # probabilities: max |ref| <= 1
+    assert held["class_probs"]["tolerance"] == pytest.approx(0.5 * 3.0 * held["class_maps"]["tolerance"])
+    assert held["class_maps"] == plain["class_maps"] and held["class_probs"]["max_abs_diff"] <= 1e-3
