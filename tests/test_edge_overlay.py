@@ -16,8 +16,9 @@ from avsl_edge.backends import CPU_EP
 
 @pytest.fixture(scope="module")
 def lit(smoke_bundle: Path) -> avsl_edge.Localizer:
-    """Decisions relaxed so that classes are named whatever the (barely trained) smoke model says."""
-    return avsl_edge.load(smoke_bundle, providers=[CPU_EP], intra_op_threads=1, in_view_threshold=0.0,
+    """Decisions relaxed so that classes are named whatever the (barely trained) smoke model says
+    (fp32: the variant "auto" takes depends on this host's timings)."""
+    return avsl_edge.load(smoke_bundle, providers=[CPU_EP], variant="fp32", intra_op_threads=1, in_view_threshold=0.0,
                           class_threshold=0.2)
 
 
