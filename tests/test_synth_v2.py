@@ -18,7 +18,8 @@ from training.data.assets import DEFAULT_ASSET_DIR_V2, load_assets_v2
 from training.data.build_assets_v2 import PERMISSIVE, RESERVED
 from training.data.classes import CLASSES
 from training.data.synth import KINDS, SynthConfig, SynthMusic, main, write_split
-from training.data.synth_v2 import HoldOutError, SynthMusicV2
+from training.banks import scene_seed
+from training.data.synth_v2 import HoldOutError, SynthMusicV2, _has_solid_core
 
 V2 = SynthConfig(pack="v2")
 
@@ -108,6 +109,20 @@ def test_small_frames_keep_every_object_visible(assets):
         for seed in range(25):
             s = small.scene(kind, seed)
             assert all(o.bbox[2] >= 2 and o.bbox[3] >= 2 for o in s.objects), (kind, seed)
+
+
+def test_thin_line_art_shrunk_to_a_few_pixels_is_redrawn_not_left_without_a_box(assets):
+    # Mosaic 271 of a 96 px stage-two bank drew a thin bell outline at 11 px whose alpha averaged
+    # below the box threshold: the scene failed with "bell sprite fell outside its 48x48 tile".
+    synth = SynthMusic(replace(V2, image_size=96), assets)
+    for i in range(265, 275):
+        s = synth.scene("mosaic", scene_seed(0, "stage_two", i))
+        assert all(o.bbox[2] >= 3 and o.bbox[3] >= 3 for o in s.objects), i
+    faint = np.zeros((11, 11, 4), np.float32)
+    faint[5, 2:9, 3] = 0.55  # a one-pixel stroke: above the box alpha, but no solid 3x3 core
+    assert not _has_solid_core(faint)
+    faint[4:7, 4:7, 3] = 0.9
+    assert _has_solid_core(faint)
 
 
 def test_hard_settings_do_cut_objects_at_the_edge(assets):

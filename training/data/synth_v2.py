@@ -37,6 +37,7 @@ from training.data.synth import (
     SynthConfig,
     SynthError,
     SynthMusic,
+    _ALPHA_BOX,
     _box_of,
     _layout,
     _paste,
@@ -47,6 +48,14 @@ from training.data.synth import (
 )
 
 NOISE_TYPES: tuple[str, ...] = ("coloured", "hum", "babble", "crackle")
+_SOLID_TRIES = 8  # draws of looks and layout per tile before a tile is given up
+
+
+def _has_solid_core(sprite: np.ndarray) -> bool:
+    """Whether some 3x3 patch of the sprite is at least the box alpha: such a patch survives the
+    rotation and bilinear resampling of the paste, so the drawn object always gets a box."""
+    solid = (sprite[..., 3] >= _ALPHA_BOX).astype(np.uint8)
+    return bool(cv2.erode(solid, np.ones((3, 3), np.uint8), borderValue=0).any())
 
 
 class HoldOutError(UserError, ValueError):
@@ -304,20 +313,25 @@ class SynthMusicV2(SynthMusic):
         scale = cfg.solo_scale_v2 if len(items) == 1 else cfg.pair_scale_v2
         cut = rng.random() < cfg.edge_cut_prob
         outside = cfg.max_outside_v2 if cut else cfg.max_outside
-        chosen = []
-        for c, _ in items:
-            j = int(rng.integers(len(self._looks[c])))
-            chosen.append(j)
-        sizes = [self._looks[c][j].sprite.shape[:2] for (c, _), j in zip(items, chosen)]
-        layout = _layout(sizes, scale, cfg.rotation_deg_v2, outside, w, h, cfg.max_overlap, rng, cfg.min_object_px)
-        boxes = [b[4] for b in layout]
-        placements: list[_Placement] = []
-        for (c, sounding), j, (long_side, ang, cx, cy, _) in zip(items, chosen, layout):
-            motion = (*rng.uniform(0.3, 1.0, 2) * cfg.motion * side, *rng.uniform(0.2, 0.8, 2),
-                      *rng.uniform(0, 2 * math.pi, 2), rng.uniform(0, 4.0), rng.uniform(0.2, 0.6))
-            look = self._looks[c][j]
-            sprite = self._sprite_v2(self._look_pm[c][j], look, long_side, rng)
-            placements.append(_Placement(c, sounding, sprite, cx, cy, ang, motion, source=look.source))
+        # Thin line art shrunk to a few pixels averages out below the box alpha: such an object would
+        # be labelled in view with no pixel of it drawn solid. Draw other looks (and layout) instead.
+        for _attempt in range(_SOLID_TRIES):
+            chosen = [int(rng.integers(len(self._looks[c]))) for c, _ in items]
+            sizes = [self._looks[c][j].sprite.shape[:2] for (c, _), j in zip(items, chosen)]
+            layout = _layout(sizes, scale, cfg.rotation_deg_v2, outside, w, h, cfg.max_overlap, rng, cfg.min_object_px)
+            boxes = [b[4] for b in layout]
+            placements: list[_Placement] = []
+            for (c, sounding), j, (long_side, ang, cx, cy, _) in zip(items, chosen, layout):
+                motion = (*rng.uniform(0.3, 1.0, 2) * cfg.motion * side, *rng.uniform(0.2, 0.8, 2),
+                          *rng.uniform(0, 2 * math.pi, 2), rng.uniform(0, 4.0), rng.uniform(0.2, 0.6))
+                look = self._looks[c][j]
+                sprite = self._sprite_v2(self._look_pm[c][j], look, long_side, rng)
+                placements.append(_Placement(c, sounding, sprite, cx, cy, ang, motion, source=look.source))
+            if all(_has_solid_core(p.sprite) for p in placements):
+                break
+        else:
+            raise SynthError(f"no look of {[c for c, _ in items]} stays solid at {w}x{h} px after "
+                             f"{_SOLID_TRIES} draws; raise min_object_px")
         background, bg_source, clutter_src = self._background_v2(rng, w, h, boxes)
         tile = _Tile(x, y, background, placements)
         tile.occluders = self._occluders(rng, placements, side, clutter_src)  # type: ignore[attr-defined]
