@@ -70,6 +70,10 @@ class InputError(UserError, ValueError):
     """A frame (or other argument) that the localizer cannot use; the message says how to fix it."""
 
 
+# The per-frame products below use np.einsum (its own loop, never BLAS), not matmul: numpy's OpenBLAS
+# runs even these small products on every core and leaves its threads spinning afterwards, which takes
+# the cores from ONNX Runtime's next run (224 px image net on 2 cores: 26.4 -> 19.7 ms, audio 11.1 ->
+# 9.0 ms; docs/performance.md). The einsums cost < 0.5 ms a frame.
 def class_presence(v_fea: np.ndarray, dictionary: np.ndarray) -> np.ndarray:
     """(B, 512, h, w) visual features, (K, 512) dictionary -> (B, K): per cluster, the largest
     cosine between its key and the feature vector of any position, floored at 0. It says how much
@@ -81,7 +85,7 @@ def class_presence(v_fea: np.ndarray, dictionary: np.ndarray) -> np.ndarray:
     v = v.reshape(v.shape[0], v.shape[1], -1)  # (B, C, P)
     d = d / np.maximum(np.linalg.norm(d, axis=1, keepdims=True), 1e-12)
     norms = np.sqrt(np.einsum("bcp,bcp->bp", v, v))  # divide the (K, P) products, not the (C, P) features
-    cos = np.matmul(d, v) / np.maximum(norms, 1e-12)[:, None, :]
+    cos = np.einsum("kc,bcp->bkp", d, v) / np.maximum(norms, 1e-12)[:, None, :]
     return np.maximum(cos.max(axis=2), 0.0)
 
 
@@ -215,12 +219,12 @@ class Localizer:
     # ---- pieces
     def class_probs(self, audio_probs: np.ndarray) -> np.ndarray:
         """(..., K) cluster distribution -> (..., C) class distribution (sum over each class's clusters)."""
-        return np.asarray(audio_probs, np.float32) @ self.assignment.T
+        return np.einsum("...k,ck->...c", np.asarray(audio_probs, np.float32), self.assignment)
 
     def class_maps(self, class_probs_k: np.ndarray) -> np.ndarray:
         """(K, h, w) class softmax -> (C, h, w) per-class maps (the evaluation's class maps)."""
         k, h, w = class_probs_k.shape
-        return (self.assignment @ class_probs_k.reshape(k, h * w)).reshape(-1, h, w)
+        return np.einsum("ck,kp->cp", self.assignment, class_probs_k.reshape(k, h * w)).reshape(-1, h, w)
 
     def preprocess(self, frame: Any, rgb: bool = False) -> tuple[np.ndarray, np.ndarray, bool]:
         """-> ((1, 3, S, S) model input, the frame array, whether it is RGB). Byte-identical to

@@ -2,7 +2,7 @@
 
 import pytest
 
-from benchmarks.run import isa_class, merge_passes, targets
+from benchmarks.run import auto_stand_in, isa_class, merge_passes, targets
 
 
 def _t(median, p90=None):
@@ -39,3 +39,16 @@ def test_auto_must_beat_fp32_by_more_on_a_vnni_host(isa, met):
     rows = {t["target"].split(" (")[0]: t for t in targets(out)}
     assert rows["auto"]["value"] == 2.0 and rows["auto"]["met"] is met   # (12 + 8) / (6 + 4)
     assert rows["ORT fp32 image / PyTorch eager image"]["value"] == 0.6
+
+
+def test_a_bundle_never_scored_measures_its_fastest_variant_for_auto():
+    out = {"machine": {"isa": ["avx2"]}, "variants": ["fp32", "int8", "int8-cpu"], "image_bound_ms": 5.0,
+           "stages_ms": {"pytorch eager": _row(20.0), "onnxruntime fp32": _row(12.0, 8.0),
+                         "onnxruntime int8": _row(9.0, 6.0), "onnxruntime int8-cpu": _row(6.0, 4.0)},
+           "auto": {"variant": "fp32", "reason": "no variant scored", "scored": False}}
+    variant, note = auto_stand_in(out)
+    assert variant == "int8-cpu" and "random weights" in note
+    auto = next(t for t in targets(out) if t["target"].startswith("auto"))
+    assert auto["target"].startswith("auto (int8-cpu)") and auto["value"] == 2.0
+    out["auto"] = {"variant": "int8", "reason": "within the bound", "scored": True}
+    assert auto_stand_in(out) == ("int8", "within the bound")
