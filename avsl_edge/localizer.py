@@ -72,8 +72,8 @@ class InputError(UserError, ValueError):
 
 # The per-frame products below use np.einsum (its own loop, never BLAS), not matmul: numpy's OpenBLAS
 # runs even these small products on every core and leaves its threads spinning afterwards, which takes
-# the cores from ONNX Runtime's next run (224 px image net on 2 cores: 26.4 -> 19.7 ms, audio 11.1 ->
-# 9.0 ms; docs/performance.md). The einsums cost < 0.5 ms a frame.
+# the cores from ONNX Runtime's next run (docs/performance.md, "What was fixed on the way"). The
+# einsums cost < 0.5 ms a frame.
 def class_presence(v_fea: np.ndarray, dictionary: np.ndarray) -> np.ndarray:
     """(B, 512, h, w) visual features, (K, 512) dictionary -> (B, K): per cluster, the largest
     cosine between its key and the feature vector of any position, floored at 0. It says how much
