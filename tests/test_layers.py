@@ -93,3 +93,17 @@ def test_the_import_reader_sees_imports_inside_functions_and_resolves_relative_o
     assert ("avsl_edge.sub.a", 2) in found and ("avsl_edge.sub.a.b", 2) in found
     assert ("avsl_edge.up", 6) in found and ("runtime.camera", 7) in found
     assert all(top(t) != "torch" for t, _ in found)
+
+
+def test_the_edge_suite_passes_on_a_box_without_torch():
+    """``pytest tests/edge`` with torch, scikit-learn and the training side unimportable, as on an edge
+    box that installed only ``.[dev-edge]``."""
+    import subprocess
+    import sys
+
+    blocked = ("torch", "torchvision", "torchaudio", "sklearn", "training", "export")
+    code = (f"import sys\nfor m in {blocked!r}: sys.modules[m] = None\n"
+            "import pytest\nsys.exit(pytest.main(['-q', '-p', 'no:cacheprovider', 'tests/edge']))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
+    assert " passed" in out.stdout and "skipped" not in out.stdout
