@@ -45,7 +45,7 @@ def predict_coco(backends: Mapping[str, Backend], coco: AVCoco, image_size: int,
             o = backend(x, w)
             for i, im in enumerate(chunk):
                 out[name][im.id] = Prediction(av_map=o["av_map"][i, 0], av_score=float(o["av_score"][i]),
-                                              class_maps=o["class_maps"][i], audio_probs=o["audio_probs"][i])
+                                              class_maps=o["class_maps"][i], cluster_probs=o["audio_probs"][i])
         if progress is not None:
             progress(len(chunk))
     return out

@@ -28,7 +28,6 @@ import argparse
 import contextlib
 import json
 import logging
-import math
 import os
 import re
 import signal
@@ -60,6 +59,7 @@ from .media import MediaError, VideoWriter, read_audio_track
 from .options import MAX_HOP_S, int_in
 from .registry import resolve_model
 from .rules import Rules
+from .streaming import HopSchedule, frame_line
 
 
 def _progress(total: int | None, desc: str, quiet: bool) -> Any:
@@ -188,20 +188,18 @@ def cmd_run(args: argparse.Namespace) -> int:
         bar = stack.enter_context(_progress(total, "run", args.quiet))
         json_file = stack.enter_context(open(stack.enter_context(atomic_path(args.json)), "w")) if args.json else None
         writer = stack.enter_context(VideoWriter(args.out, fps, sample_rate=rate))
-        hop_index, state = None, None
+        hops, state = HopSchedule(args.hop), None
         decoded = DecodedFrames(container, stream)
         for vf in decoded:
             t = float(vf.time) if vf.time is not None else frames / fps
-            k = math.floor(t / args.hop + 1e-9)
-            if k != hop_index:  # a new hop: encode the 1 s of sound ending at this frame
+            if hops.due(t):  # a new hop: encode the 1 s of sound ending at this frame
                 end = max(0, int(round(t * SAMPLE_RATE)))
                 window = heard[max(0, end - SAMPLE_RATE):end]
                 state = loc.encode_audio(window if window.size else np.zeros(1, np.float32), SAMPLE_RATE)
-                hop_index = k
             r = loc.localize_frame(vf.to_ndarray(format="rgb24"), state, rgb=True)
             writer.write_frame(r.plot(style=args.style, legend=not args.no_legend))
             if json_file is not None:
-                json_file.write(json.dumps({"frame": frames, "time": round(t, 6), **r.to_dict()}) + "\n")
+                json_file.write(json.dumps(frame_line(frames, t, r)) + "\n")
             frames += 1
             bar.update(1)
             if args.max_frames and frames >= args.max_frames:

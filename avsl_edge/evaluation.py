@@ -35,7 +35,7 @@ class Prediction:
     av_map: np.ndarray                      # (h, w) sigmoid localization map
     av_score: float                         # its global max
     class_maps: np.ndarray | None = None    # (K, h, w) class-aware maps M (gated)
-    audio_probs: np.ndarray | None = None   # (K,) audio class distribution over clusters
+    cluster_probs: np.ndarray | None = None  # (K,) the audio's distribution over clusters
 
 
 @dataclass(frozen=True)
@@ -91,7 +91,7 @@ def score(
         for name, m in base_maps.items():
             rb = metrics.single_source([m] * len(solo), boxes, th)
             table[name].update({"solo_iou@0.5": rb["iou_at_0_5"], "solo_auc": rb["auc"], "solo_n": rb["n"]})
-        probs = [predictions[im.id].audio_probs for im in solo]
+        probs = [predictions[im.id].cluster_probs for im in solo]
         if match is not None and all(p is not None for p in probs):
             hits = [match.cluster_to_class[int(np.argmax(p))] == _boxes(im, True, index)[1][0]
                     for p, im in zip(probs, solo)]

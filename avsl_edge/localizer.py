@@ -110,8 +110,8 @@ class AudioState:
     """One encoded audio window (from :meth:`Localizer.encode_audio`), reusable for many frames."""
 
     a_emb: np.ndarray         # (1, E) audio embedding, the head's input
-    audio_probs: np.ndarray   # (K,) distribution over the model's clusters
-    class_probs: np.ndarray   # (C,) the same summed per class
+    cluster_probs: np.ndarray  # (K,) distribution over the model's clusters (the audio graph's audio_probs)
+    class_probs: np.ndarray    # (C,) the same summed per class
     audio_db: float           # RMS level of the window (the samples given, not the padding), dBFS
     gate_open: bool
     ms: float                 # resampling + audio graph time
@@ -217,14 +217,14 @@ class Localizer:
         return f"Localizer({self.bundle.root}, {self.backend.description}, {len(self.classes)} classes)"
 
     # ---- pieces
-    def class_probs(self, audio_probs: np.ndarray) -> np.ndarray:
+    def class_probs(self, cluster_probs: np.ndarray) -> np.ndarray:
         """(..., K) cluster distribution -> (..., C) class distribution (sum over each class's clusters)."""
-        return np.einsum("...k,ck->...c", np.asarray(audio_probs, np.float32), self.assignment)
+        return np.einsum("...k,ck->...c", np.asarray(cluster_probs, np.float32), self.assignment)
 
-    def class_maps(self, class_probs_k: np.ndarray) -> np.ndarray:
+    def class_maps(self, cluster_maps: np.ndarray) -> np.ndarray:
         """(K, h, w) class softmax -> (C, h, w) per-class maps (the evaluation's class maps)."""
-        k, h, w = class_probs_k.shape
-        return np.einsum("ck,kp->cp", self.assignment, class_probs_k.reshape(k, h * w)).reshape(-1, h, w)
+        k, h, w = cluster_maps.shape
+        return np.einsum("ck,kp->cp", self.assignment, cluster_maps.reshape(k, h * w)).reshape(-1, h, w)
 
     def preprocess(self, frame: Any, rgb: bool = False) -> tuple[np.ndarray, np.ndarray, bool]:
         """-> ((1, 3, S, S) model input, the frame array, whether it is RGB). Byte-identical to
@@ -241,7 +241,7 @@ class Localizer:
         clip, level = audio_window(window, sample_rate)
         out = self.backend.audio(clip[None])
         probs = out["audio_probs"][0].astype(np.float32)
-        return AudioState(a_emb=out["a_emb"][:1].astype(np.float32), audio_probs=probs,
+        return AudioState(a_emb=out["a_emb"][:1].astype(np.float32), cluster_probs=probs,
                           class_probs=self.class_probs(probs), audio_db=level,
                           gate_open=level >= self.rules.audio_gate_db, ms=(time.perf_counter() - t0) * 1000.0)
 
@@ -269,11 +269,11 @@ class Localizer:
     __call__ = localize
 
     # ---- decisions
-    def presence(self, v_fea: np.ndarray, audio_probs: np.ndarray) -> np.ndarray:
+    def presence(self, v_fea: np.ndarray, cluster_probs: np.ndarray) -> np.ndarray:
         """(B,) :func:`class_presence` of each row's heard cluster (the most probable one of its
-        (B, K) ``audio_probs``)."""
+        (B, K) ``cluster_probs``)."""
         p = class_presence(v_fea, self.dictionary)
-        heard = np.argmax(np.asarray(audio_probs).reshape(p.shape[0], -1), axis=1)
+        heard = np.argmax(np.asarray(cluster_probs).reshape(p.shape[0], -1), axis=1)
         return p[np.arange(p.shape[0]), heard]
 
     def named_classes(self, class_probs: np.ndarray) -> list[int]:
@@ -287,12 +287,12 @@ class Localizer:
         av = out["av_map"][0, 0].astype(np.float32)
         av_score = float(out["av_score"][0])
         cmaps = self.class_maps(out["class_probs"][0].astype(np.float32))
-        presence = float(self.presence(out["v_fea"], state.audio_probs)[0]) if "v_fea" in out else None
+        presence = float(self.presence(out["v_fea"], state.cluster_probs)[0]) if "v_fea" in out else None
         heard_av = float(heard_av_score(av[None], cmaps[None], state.class_probs[None])[0])
         score = {"av_score": av_score, "presence": presence, "heard_av": heard_av}[self.rules.in_view_score]
         in_view = bool(state.gate_open and score is not None and score >= self.rules.in_view_threshold)
         named = self.named_classes(state.class_probs) if in_view else []
-        result = Result(classes=self.classes, audio_probs=state.class_probs, sounding=tuple(self.classes[i] for i in named),
+        result = Result(classes=self.classes, class_probs=state.class_probs, sounding=tuple(self.classes[i] for i in named),
                         boxes=[], av_score=av_score, presence=presence, heard_av=heard_av, in_view=in_view,
                         gate_open=bool(state.gate_open),
                         audio_db=state.audio_db, frame_size=(int(frame_hw[0]), int(frame_hw[1])), av_map_lowres=av,

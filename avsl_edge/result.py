@@ -64,7 +64,7 @@ class Result:
     upsampled to the frame's size on first access (then cached)."""
 
     classes: tuple[str, ...]
-    audio_probs: np.ndarray          # (C,) audio class distribution aligned to ``classes``
+    class_probs: np.ndarray          # (C,) the audio's class distribution, aligned to ``classes``
     sounding: tuple[str, ...]        # classes sounding in view (subset of classes)
     boxes: list[Box]                 # one per sounding class
     av_score: float                  # max of the av map
@@ -87,7 +87,7 @@ class Result:
     @property
     def scores(self) -> dict[str, float]:
         """Per-class sounding scores: the audio class distribution by class name."""
-        return {c: float(p) for c, p in zip(self.classes, self.audio_probs)}
+        return {c: float(p) for c, p in zip(self.classes, self.class_probs)}
 
     def _index(self, name: str) -> int:
         try:
@@ -145,7 +145,7 @@ class Result:
         """JSON-ready summary; ``maps=True`` adds the low-resolution av and class maps as lists."""
         d: dict[str, Any] = {
             "classes": list(self.classes),
-            "scores": {c: round(float(p), 6) for c, p in zip(self.classes, self.audio_probs)},
+            "scores": {c: round(float(p), 6) for c, p in zip(self.classes, self.class_probs)},
             "sounding": list(self.sounding),
             "boxes": [b.to_dict() for b in self.boxes],
             "av_score": round(float(self.av_score), 6),

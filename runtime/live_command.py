@@ -69,6 +69,7 @@ from avsl_edge.localizer import IN_VIEW_SCORES
 from avsl_edge.options import MAX_HOP_S, int_in
 from avsl_edge.overlay import FONT, STYLES, class_colour, scale_of
 from avsl_edge.result import Box, Result
+from avsl_edge.streaming import frame_line
 from avsl_edge.variant_choice import AUTO_VARIANT
 
 from .camera import CameraError, CameraSource, describe_cameras, list_cameras, parse_camera_spec
@@ -542,7 +543,7 @@ def _run(args: argparse.Namespace, loc: Any, camera: Any, mic: Any, window: Live
             if k in r.speed:
                 stages[k].add(r.speed[k])
         stages["draw"].add((time.perf_counter() - t_draw) * 1000.0)
-        top = loc.classes[int(np.argmax(r.audio_probs))] if r.gate_open else None
+        top = loc.classes[int(np.argmax(r.class_probs))] if r.gate_open else None
         heard_counts.update(r.sounding)
         if top is not None:
             audio_counts[top] += 1
@@ -550,10 +551,9 @@ def _run(args: argparse.Namespace, loc: Any, camera: Any, mic: Any, window: Live
         latency.add((ready - frame.timestamp) * 1000.0)
         ready_times.append(ready)
         if json_file is not None:
-            line = {"frame": len(ready_times) - 1, "camera_index": frame.index,
-                    "elapsed": round(frame.timestamp - t_open, 4), "media_time": round(frame.media_time, 4),
-                    "latency_ms": round(latency.all[-1], 2), "audio_level_db": round(level, 2), "audio_class": top,
-                    **r.to_dict()}
+            line = frame_line(len(ready_times) - 1, frame.media_time, r, camera_index=frame.index,
+                              elapsed=round(frame.timestamp - t_open, 4), latency_ms=round(latency.all[-1], 2),
+                              audio_level_db=round(level, 2), audio_class=top)
             json_file.write(json.dumps(line) + "\n")
         return out
 

@@ -43,6 +43,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from avsl_edge.audio import CLIP_SECONDS, SAMPLE_RATE
+from avsl_edge.streaming import HopSchedule
 from avsl_edge.timing import Timing, summary
 from avsl_edge.media import VideoWriter
 
@@ -96,29 +97,6 @@ class RateMeter:
                 return 0.0
             span = self._times[-1] - self._times[0]
             return (len(self._times) - 1) / span if span > 0 else 0.0
-
-
-class HopSchedule:
-    """When to recompute the audio embedding: on a grid ``hop`` seconds apart, starting at the first
-    call. ``due(t)`` is True once per grid point reached; when the caller fell more than a hop
-    behind, the missed points are skipped (one update, not a burst)."""
-
-    def __init__(self, hop: float = 0.25):
-        if not (hop > 0):
-            raise ValueError(f"hop must be > 0 seconds, got {hop}")
-        self.hop = float(hop)
-        self.next: float | None = None
-
-    def due(self, t: float) -> bool:
-        if self.next is None:
-            self.next = t + self.hop
-            return True
-        if t + 1e-6 < self.next:
-            return False
-        self.next += self.hop
-        if self.next <= t:  # fell behind: restart the grid from now
-            self.next = t + self.hop
-        return True
 
 
 class StopSignals:

@@ -56,7 +56,7 @@ def test_run_writes_a_playable_video_with_audio_and_json_lines(video, smoke_bund
     np.testing.assert_allclose(read_audio_track(out).shape[0] / 16000, 1.5, atol=0.1)
     lines = [json.loads(line) for line in jsonl.read_text().splitlines()]
     assert [d["frame"] for d in lines] == list(range(18))
-    assert lines[3]["time"] == pytest.approx(0.25) and set(lines[0]) >= {"sounding", "boxes", "scores", "speed"}
+    assert lines[3]["media_time"] == pytest.approx(0.25) and set(lines[0]) >= {"sounding", "boxes", "scores", "speed"}
     assert "18 frames" in capsys.readouterr().out
 
 

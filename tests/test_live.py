@@ -153,7 +153,7 @@ def test_the_class_heard_through_the_microphone_is_what_the_model_says_offline(p
     loc = avsl_edge.load(bundle, backend="onnxruntime", providers=["CPUExecutionProvider"], intra_op_threads=1)
     frame = media.frames[0]
     offline = [loc.localize(frame, clip[end - 16000:end], 16000, rgb=True) for end in range(16000, len(clip) + 1, 1600)]
-    offline_probs = np.mean([r.audio_probs for r in offline], axis=0)
+    offline_probs = np.mean([r.class_probs for r in offline], axis=0)
     heard_live, heard_offline = classes[int(np.argmax(live_probs))], classes[int(np.argmax(offline_probs))]
     print(f"\nmicrophone -> live: {heard_live} {live_probs.max():.2f}; offline on the clip: {heard_offline} "
           f"{offline_probs.max():.2f}; played: {CLASS}; {s['fps']} fps, latency {s['latency_ms']}")

@@ -19,7 +19,7 @@ from training.data.build_assets_v2 import PERMISSIVE, RESERVED
 from training.data.classes import CLASSES
 from training.data.synth import KINDS, SynthConfig, SynthMusic, main, write_split
 from training.banks import scene_seed
-from training.data.synth_v2 import HoldOutError, SynthMusicV2, _has_solid_core
+from training.data.synth_v2 import HoldOutError, SynthMusicV2, _has_solid_core, gentle
 
 V2 = SynthConfig(pack="v2")
 
@@ -78,6 +78,39 @@ def test_v1_stays_the_default():
     assert type(SynthMusic()) is SynthMusic
     with pytest.raises(ValueError, match="need pack='v2'"):
         SynthConfig(hold_out_pictures="fluent-3d")
+
+
+def test_the_easy_share_draws_the_first_training_scenes_gentle_and_leaves_validation_hard(assets):
+    from training.banks import build_bank
+    from training.config import apply_overrides, check_config, preset
+
+    cfg = check_config(apply_overrides(preset("smoke"), {"data.pack": "v2", "data.easy_share": "0.5"}))
+    train = build_bank("solo", 4, 64, 0, "train", progress=False, data=cfg.data)
+    hard, soft = SynthMusic(replace(V2, image_size=64), assets), SynthMusic(gentle(replace(V2, image_size=64)), assets)
+    for i in range(4):
+        expected = (soft if i < 2 else hard).scene("solo", scene_seed(0, "train", i))
+        np.testing.assert_array_equal(train.images[i].permute(1, 2, 0).numpy(), expected.image)
+        np.testing.assert_array_equal(train.audio[i].numpy(), expected.audio)
+    val = build_bank("solo", 2, 64, 0, "val", progress=False, data=cfg.data)
+    np.testing.assert_array_equal(val.audio[0].numpy(), hard.scene("solo", scene_seed(0, "val", 0)).audio)
+
+
+def test_gentle_scenes_keep_v1_scales_and_clean_sound(assets):
+    soft = gentle(V2)
+    assert soft.solo_scale_v2 == V2.solo_scale and soft.tempo == (1.0, 1.0) and soft.reverb_prob == 0.0
+    assert soft.hold_out_pictures == V2.hold_out_pictures and soft.pack == "v2"
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"data.easy_share": "0.5"}, "needs --data.pack v2"),
+    ({"data.pack": "v2", "data.easy_share": "1.5"}, r"must be in \[0, 1\]"),
+    ({"data.pack": "v2", "data.easy_share": "nan"}, r"must be in \[0, 1\]"),
+])
+def test_an_easy_share_that_cannot_apply_is_refused(overrides, message):
+    from training.config import apply_overrides, check_config, preset
+
+    with pytest.raises(ValueError, match=message):
+        check_config(apply_overrides(preset("smoke"), overrides))
 
 
 # ----------------------------------------------------------------------------------------- boxes

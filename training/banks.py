@@ -21,6 +21,7 @@ from tqdm import tqdm
 from avsl_edge.preprocess import IMAGENET_MEAN, IMAGENET_STD
 from training.data.classes import CLASSES
 from training.data.synth import SynthConfig, SynthMusic
+from training.data.synth_v2 import gentle
 
 _SPLITS = {"train": 1, "val": 2, "stage_two": 3, "duet": 4, "calib": 5}
 #: Which side of a v2 hold-out each split is on: training never sees a held-out source.
@@ -33,6 +34,14 @@ def synth_config(data, size: int, split: str) -> SynthConfig:
         return SynthConfig(image_size=size)
     return SynthConfig(image_size=size, pack=data.pack, hold_out_pictures=data.hold_out_pictures,
                        hold_out_sounds=data.hold_out_sounds, split_role=SPLIT_ROLES[split])
+
+
+def easy_scenes(data, n: int, split: str) -> int:
+    """How many of a split's first scenes are drawn gentle: ``data.easy_share`` of the stage-one
+    training split (validation and test stay as hard as the pack makes them)."""
+    if data is None or split != "train" or not getattr(data, "easy_share", 0.0):
+        return 0
+    return int(round(data.easy_share * n))
 
 
 def scene_seed(seed: int, split: str, index: int) -> int:
@@ -58,6 +67,8 @@ def build_bank(kind: str, n: int, size: int, seed: int, split: str, progress: bo
     """Render ``n`` scenes of ``kind`` at ``size`` px (or only ``indices`` of them: a DDP shard
     renders its own share; the rest stay zero). ``data``: the run's DataConfig (pack, hold-outs)."""
     synth = SynthMusic(synth_config(data, size, split))
+    easy = easy_scenes(data, n, split)
+    gentle_synth = SynthMusic(gentle(synth.config), assets=synth.assets) if easy else None
     c = len(CLASSES)
     images = torch.zeros((n, 3, size, size), dtype=torch.uint8)
     audio = torch.zeros((n, synth.config.samples), dtype=torch.float32)
@@ -66,7 +77,7 @@ def build_bank(kind: str, n: int, size: int, seed: int, split: str, progress: bo
     visible = torch.zeros((n, c), dtype=torch.bool)
     idx = indices if indices is not None else range(n)
     for i in tqdm(idx, desc=f"render {split}/{kind}", unit="scene", disable=not progress, leave=False):
-        s = synth.scene(kind, scene_seed(seed, split, i))
+        s = (gentle_synth if i < easy else synth).scene(kind, scene_seed(seed, split, i))
         images[i] = torch.from_numpy(np.ascontiguousarray(s.image.transpose(2, 0, 1)))
         audio[i] = torch.from_numpy(s.audio)
         heard = [CLASSES.index(o.category) for o in s.objects if o.sounding]

@@ -44,6 +44,8 @@ class DataConfig:
     pack: str = "v1"               # SynthMUSIC asset pack: v1 (the published figures) or v2 (many art and sound sources)
     hold_out_pictures: str | None = None  # v2: a picture source training never sees; val and test show it alone
     hold_out_sounds: str | None = None    # v2: the same for a sound source
+    easy_share: float = 0.0        # v2: this fraction of the stage-one training scenes drawn gentle (v1's scales,
+                                   # clean frames and sound on v2's sources): a curriculum (deviation)
     seed: int = 0
 
 
@@ -171,6 +173,10 @@ def check_config(cfg: RunConfig) -> RunConfig:
         raise ConfigError(f"--eval.softmax_scale must be a positive number; got {cfg.eval.softmax_scale!r}")
     if cfg.data.pack not in ("v1", "v2"):
         raise ConfigError(f"--data.pack must be v1 or v2; got {cfg.data.pack!r}")
+    if not 0.0 <= cfg.data.easy_share <= 1.0:  # NaN fails too
+        raise ConfigError(f"--data.easy_share must be in [0, 1]; got {cfg.data.easy_share}")
+    if cfg.data.pack == "v1" and cfg.data.easy_share > 0:
+        raise ConfigError("--data.easy_share needs --data.pack v2 (v1 scenes are the gentle ones already)")
     if cfg.data.pack == "v1" and (cfg.data.hold_out_pictures or cfg.data.hold_out_sounds):
         raise ConfigError("--data.hold_out_pictures/--data.hold_out_sounds need --data.pack v2")
     if cfg.model.num_clusters < len(CLASSES):

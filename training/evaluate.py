@@ -53,7 +53,7 @@ def predict(model: StageTwo, dictionary: torch.Tensor, coco: AVCoco, image_size:
         M = o.class_maps.cpu().numpy()
         for i, im in enumerate(chunk):
             out[im.id] = Prediction(av_map=av[i], av_score=float(av[i].max()), class_maps=M[i],
-                                    audio_probs=probs[i])
+                                    cluster_probs=probs[i])
     return out
 
 

@@ -33,7 +33,7 @@ def test_localize_takes_a_bgr_frame_and_48k_int16_stereo(tiny_bundle):
     r = avsl_edge.load(tiny_bundle).localize(FRAME, stereo, sample_rate=48000)
     assert r.av_map.shape == (120, 160) and 0.0 <= r.av_score <= 1.0
     assert r.audio_db == pytest.approx(20 * np.log10(0.3 / np.sqrt(2)), abs=0.5)  # a sine's RMS level
-    assert r.classes == CLASSES and float(r.audio_probs.sum()) == pytest.approx(1.0, abs=1e-5)
+    assert r.classes == CLASSES and float(r.class_probs.sum()) == pytest.approx(1.0, abs=1e-5)
     assert r.av_map_lowres.shape == (4, 4)
 
 

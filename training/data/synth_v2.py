@@ -58,6 +58,18 @@ def _has_solid_core(sprite: np.ndarray) -> bool:
     return bool(cv2.erode(solid, np.ones((3, 3), np.uint8), borderValue=0).any())
 
 
+def gentle(config: SynthConfig) -> SynthConfig:
+    """``config`` with v1's geometry and clean sound on v2's sources: objects at v1's scales and
+    rotation, no cuts, occlusion, restyling, photographs, blur, sensor noise, JPEG, tempo change or
+    room, v1's SNR range. The easy scenes of the ``data.easy_share`` curriculum (docs/method.md §6)."""
+    return dataclasses.replace(
+        config, solo_scale_v2=config.solo_scale, pair_scale_v2=config.pair_scale,
+        rotation_deg_v2=config.rotation_deg, perspective=0.0, edge_cut_prob=0.0, occlusion_prob=0.0,
+        greyscale_prob=0.0, colour_swap_prob=0.0, texture_prob=0.0, posterize_prob=0.0,
+        photo_background_prob=0.0, blur_prob=0.0, sensor_noise_prob=0.0, jpeg_prob=0.0,
+        tempo=(1.0, 1.0), reverb_prob=0.0, snr_db_v2=config.snr_db)
+
+
 class HoldOutError(UserError, ValueError):
     """A hold-out names a source the pack lacks, or leaves no class to draw."""
 
