@@ -19,7 +19,7 @@ from training.data.build_assets_v2 import PERMISSIVE, RESERVED
 from training.data.classes import CLASSES
 from training.data.synth import KINDS, SynthConfig, SynthMusic, main, write_split
 from training.banks import scene_seed
-from training.data.synth_v2 import HoldOutError, SynthMusicV2, _has_solid_core, gentle
+from training.data.synth_v2 import HoldOutError, SynthMusicV2, _has_solid_core, gentle, held_out
 
 V2 = SynthConfig(pack="v2")
 
@@ -95,6 +95,29 @@ def test_the_easy_share_draws_the_first_training_scenes_gentle_and_leaves_valida
     np.testing.assert_array_equal(val.audio[0].numpy(), hard.scene("solo", scene_seed(0, "val", 0)).audio)
 
 
+def test_the_warm_up_split_shows_one_picture_and_one_sound_source_per_class(assets):
+    from training.banks import synth_config, warmup_config
+    from training.config import apply_overrides, check_config, preset
+
+    cfg = check_config(apply_overrides(preset("smoke"), {"data.pack": "v2", "data.warmup_epochs": "1"}))
+    warm = SynthMusic(warmup_config(SynthMusic(synth_config(cfg.data, 64, "warmup"), assets)), assets)
+    used = [warm.scene("solo", seed).sources for seed in range(12)]
+    assert {s for u in used for s in u["pictures"]} == {"noto"}
+    assert {s for u in used for s in u["sounds"].values()} == {"fluidr3"}
+
+
+def test_the_warm_up_split_never_shows_a_held_out_source(assets):
+    from training.banks import synth_config, warmup_config
+    from training.config import apply_overrides, check_config, preset
+
+    cfg = check_config(apply_overrides(preset("smoke"), {"data.pack": "v2", "data.warmup_epochs": "1",
+                                                          "data.hold_out_pictures": "noto",
+                                                          "data.hold_out_sounds": "fluidr3"}))
+    warm = warmup_config(SynthMusic(synth_config(cfg.data, 64, "warmup"), assets))
+    assert "noto" in held_out(warm.hold_out_pictures) and "fluidr3" in held_out(warm.hold_out_sounds)
+    assert warm.split_role == "train"
+
+
 def test_gentle_scenes_keep_v1_scales_and_clean_sound(assets):
     soft = gentle(V2)
     assert soft.solo_scale_v2 == V2.solo_scale and soft.tempo == (1.0, 1.0) and soft.reverb_prob == 0.0
@@ -105,8 +128,11 @@ def test_gentle_scenes_keep_v1_scales_and_clean_sound(assets):
     ({"data.easy_share": "0.5"}, "needs --data.pack v2"),
     ({"data.pack": "v2", "data.easy_share": "1.5"}, r"must be in \[0, 1\]"),
     ({"data.pack": "v2", "data.easy_share": "nan"}, r"must be in \[0, 1\]"),
+    ({"data.warmup_epochs": "2"}, "needs --data.pack v2"),
+    ({"data.pack": "v2", "data.warmup_epochs": "2"}, "leaves no stage-one epoch"),
+    ({"data.pack": "v2", "data.warmup_epochs": "-1"}, "at least 0"),
 ])
-def test_an_easy_share_that_cannot_apply_is_refused(overrides, message):
+def test_a_curriculum_that_cannot_apply_is_refused(overrides, message):
     from training.config import apply_overrides, check_config, preset
 
     with pytest.raises(ValueError, match=message):

@@ -11,6 +11,7 @@ over a fixed training split, so the split must be finite and indexable. Scenes a
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,11 +22,11 @@ from tqdm import tqdm
 from avsl_edge.preprocess import IMAGENET_MEAN, IMAGENET_STD
 from training.data.classes import CLASSES
 from training.data.synth import SynthConfig, SynthMusic
-from training.data.synth_v2 import gentle
+from training.data.synth_v2 import HoldOutError, gentle, held_out
 
-_SPLITS = {"train": 1, "val": 2, "stage_two": 3, "duet": 4, "calib": 5}
+_SPLITS = {"train": 1, "val": 2, "stage_two": 3, "duet": 4, "calib": 5, "warmup": 6}
 #: Which side of a v2 hold-out each split is on: training never sees a held-out source.
-SPLIT_ROLES = {"train": "train", "val": "eval", "stage_two": "train", "duet": "train", "calib": "eval", "test": "eval"}
+SPLIT_ROLES = {"train": "train", "warmup": "train", "val": "eval", "stage_two": "train", "duet": "train", "calib": "eval", "test": "eval"}
 
 
 def synth_config(data, size: int, split: str) -> SynthConfig:
@@ -42,6 +43,26 @@ def easy_scenes(data, n: int, split: str) -> int:
     if data is None or split != "train" or not getattr(data, "easy_share", 0.0):
         return 0
     return int(round(data.easy_share * n))
+
+
+def warmup_config(synth: SynthMusic) -> SynthConfig:
+    """The warm-up split's generator settings (``data.warmup_epochs``): :func:`gentle` scenes with one
+    picture and one sound source per class, the pack's first of each that the run does not hold out
+    and that every class has (as v1 has one look and one sound per class)."""
+    cfg, assets = synth.config, synth.assets
+
+    def only_one(kind: str, spec: str | None, per_class: str) -> str:
+        held = held_out(spec)
+        full = [s for s in assets.sources_of(kind) if s not in held
+                and all(s in getattr(b, per_class) for b in assets.classes.values())]
+        if not full:
+            raise HoldOutError(f"--data.warmup_epochs: no {kind} source that every class has is left "
+                               f"under the hold-out {spec!r}")
+        return ",".join(s for s in assets.sources_of(kind) if s != full[0])
+
+    return gentle(dataclasses.replace(
+        cfg, hold_out_pictures=only_one("picture", cfg.hold_out_pictures, "picture_sources"),
+        hold_out_sounds=only_one("sound", cfg.hold_out_sounds, "sound_sources"), split_role="train"))
 
 
 def scene_seed(seed: int, split: str, index: int) -> int:
@@ -67,6 +88,8 @@ def build_bank(kind: str, n: int, size: int, seed: int, split: str, progress: bo
     """Render ``n`` scenes of ``kind`` at ``size`` px (or only ``indices`` of them: a DDP shard
     renders its own share; the rest stay zero). ``data``: the run's DataConfig (pack, hold-outs)."""
     synth = SynthMusic(synth_config(data, size, split))
+    if split == "warmup":
+        synth = SynthMusic(warmup_config(synth), assets=synth.assets)
     easy = easy_scenes(data, n, split)
     gentle_synth = SynthMusic(gentle(synth.config), assets=synth.assets) if easy else None
     c = len(CLASSES)

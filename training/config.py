@@ -46,6 +46,8 @@ class DataConfig:
     hold_out_sounds: str | None = None    # v2: the same for a sound source
     easy_share: float = 0.0        # v2: this fraction of the stage-one training scenes drawn gentle (v1's scales,
                                    # clean frames and sound on v2's sources): a curriculum (deviation)
+    warmup_epochs: int = 0         # v2: the first N stage-one location epochs on a warm-up split of gentle scenes
+                                   # with one picture and one sound source per class: a curriculum (deviation)
     seed: int = 0
 
 
@@ -175,6 +177,11 @@ def check_config(cfg: RunConfig) -> RunConfig:
         raise ConfigError(f"--data.pack must be v1 or v2; got {cfg.data.pack!r}")
     if not 0.0 <= cfg.data.easy_share <= 1.0:  # NaN fails too
         raise ConfigError(f"--data.easy_share must be in [0, 1]; got {cfg.data.easy_share}")
+    if cfg.data.pack == "v1" and cfg.data.warmup_epochs > 0:
+        raise ConfigError("--data.warmup_epochs needs --data.pack v2 (v1 has one source per class already)")
+    if cfg.data.warmup_epochs >= max(cfg.stage_one.epochs, 1) and cfg.data.warmup_epochs > 0:
+        raise ConfigError(f"--data.warmup_epochs {cfg.data.warmup_epochs} leaves no stage-one epoch on the training "
+                          f"split (--stage_one.epochs {cfg.stage_one.epochs})")
     if cfg.data.pack == "v1" and cfg.data.easy_share > 0:
         raise ConfigError("--data.easy_share needs --data.pack v2 (v1 scenes are the gentle ones already)")
     if cfg.data.pack == "v1" and (cfg.data.hold_out_pictures or cfg.data.hold_out_sounds):
@@ -193,7 +200,7 @@ def _check_counts(cfg: RunConfig) -> None:
     """Sizes, rates and names a run cannot go on with (they would fail deep inside training)."""
     at_least = {"data.image_size": 32, "data.train_scenes": 1, "data.val_scenes": 1, "data.stage_two_scenes": 1,
                 "data.test_per_kind": 1, "data.duet_scenes": 0, "data.seed": 0, "seed": 0, "threads": 0,
-                "workers": 0, "stage_one.epochs": 1, "stage_one.batch_size": 1, "stage_one.init_num": 0,
+                "workers": 0, "stage_one.epochs": 1, "data.warmup_epochs": 0, "stage_one.batch_size": 1, "stage_one.init_num": 0,
                 "stage_one.class_epochs": 0, "stage_one.kmeans_n_init": 1, "stage_one.kmeans_max_iter": 1,
                 "stage_one.mosaic_from": 0, "stage_two.epochs": 0, "stage_two.duet_epochs": 0,
                 "stage_two.batch_size": 1, "stage_two.gate_warmup_epochs": 0, "stage_two.round": -1,

@@ -40,6 +40,11 @@ from training.model import (StageOne, contrastive_loss_all_pairs, global_score, 
 class StageOneData:
     train: SceneBank          # rendered at render_size(S) for random crops
     val: SceneBank            # rendered at S
+    warmup: SceneBank | None = None  # the first data.warmup_epochs location epochs train on it (v2 curriculum)
+
+    def location_bank(self, cfg: RunConfig, epoch: int) -> SceneBank:
+        """The split a location epoch trains on."""
+        return self.warmup if self.warmup is not None and epoch < cfg.data.warmup_epochs else self.train
 
 
 def load_data(cfg: RunConfig, d: du.Dist, progress: bool) -> StageOneData:
@@ -48,6 +53,8 @@ def load_data(cfg: RunConfig, d: du.Dist, progress: bool) -> StageOneData:
         train=build_bank("solo", cfg.data.train_scenes, render_size(s), cfg.data.seed, "train", progress,
                          data=cfg.data),
         val=build_bank("solo", cfg.data.val_scenes, s, cfg.data.seed, "val", progress, data=cfg.data),
+        warmup=build_bank("solo", cfg.data.train_scenes, render_size(s), cfg.data.seed, "warmup", progress,
+                          data=cfg.data) if cfg.data.warmup_epochs else None,
     )
 
 
@@ -103,7 +110,8 @@ def location_epoch(model, opt, data: StageOneData, cfg: RunConfig, epoch: int, d
     """One pass of pair-matching BCE over this rank's share of the training split."""
     model.train()
     gen = torch.Generator().manual_seed(cfg.seed * 1000 + epoch * 10 + d.rank)
-    n = len(data.train)
+    bank = data.location_bank(cfg, epoch)
+    n = len(bank)
     mine = torch.tensor(list(du.shard(n, d)))
     order = mine[torch.randperm(len(mine), generator=gen)]
     bs = cfg.stage_one.batch_size
@@ -113,7 +121,7 @@ def location_epoch(model, opt, data: StageOneData, cfg: RunConfig, epoch: int, d
     for step in bar:
         idx = order[step * bs:(step + 1) * bs]
         if cfg.stage_one.objective == "all_pairs":
-            loss, acc = _all_pairs_step(model, data, idx, cfg, gen, device, epoch)
+            loss, acc = _all_pairs_step(model, bank, idx, cfg, gen, device, epoch)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -123,11 +131,11 @@ def location_epoch(model, opt, data: StageOneData, cfg: RunConfig, epoch: int, d
             if d.is_main:
                 log.write(phase="stage1_location", epoch=epoch, step=step, loss=loss.item(), acc=acc)
             continue
-        neg = negatives(n, len(idx), gen, data.train.labels if cfg.data.neg_different_class else None, idx)
-        pos_img = train_frames(data.train, idx, idx, cfg, gen, epoch)
-        neg_img = train_frames(data.train, neg, idx, cfg, gen, epoch)
+        neg = negatives(n, len(idx), gen, bank.labels if cfg.data.neg_different_class else None, idx)
+        pos_img = train_frames(bank, idx, idx, cfg, gen, epoch)
+        neg_img = train_frames(bank, neg, idx, cfg, gen, epoch)
         images = place_frames(_interleave(pos_img, neg_img), cfg, device)
-        wave = data.train.audio[idx].to(device)  # one clip per pair
+        wave = bank.audio[idx].to(device)  # one clip per pair
         labels = torch.tensor([1.0, 0.0], device=device).repeat(len(idx))
         out = model(images, wave)
         loss = localization_loss_stage_one(global_score(out.av_logits), labels, from_logits=True)
@@ -143,14 +151,14 @@ def location_epoch(model, opt, data: StageOneData, cfg: RunConfig, epoch: int, d
     return {"loss": du.mean_scalar(tot_loss / steps, d, device), "acc": du.mean_scalar(tot_acc / steps, d, device)}
 
 
-def _all_pairs_step(model, data: StageOneData, idx: torch.Tensor, cfg: RunConfig, gen: torch.Generator,
+def _all_pairs_step(model, bank: SceneBank, idx: torch.Tensor, cfg: RunConfig, gen: torch.Generator,
                     device: torch.device, epoch: int) -> tuple[torch.Tensor, float]:
     """The ``all_pairs`` objective: B scenes, every clip scored against every image (global max of
     its av logits); a clip's own image is its positive, the B-1 others its negatives; with
     ``nce_weight`` > 0 plus that times the symmetric InfoNCE of the same logits. Returns the loss
     and the balanced accuracy (mean of positive and negative accuracy)."""
-    images = train_frames(data.train, idx, idx, cfg, gen, epoch)
-    loss, logits = all_pairs_loss(model, place_frames(images, cfg, device), data.train.audio[idx].to(device), cfg)
+    images = train_frames(bank, idx, idx, cfg, gen, epoch)
+    loss, logits = all_pairs_loss(model, place_frames(images, cfg, device), bank.audio[idx].to(device), cfg)
     positive = torch.eye(len(idx), dtype=torch.bool, device=device)
     hit = ((logits.detach() >= 0) == positive).float()
     return loss, 0.5 * (hit[positive].mean().item() + hit[~positive].mean().item())
