@@ -59,7 +59,7 @@ from .media import MediaError, VideoWriter, read_audio_track
 from .options import MAX_HOP_S, int_in
 from .registry import resolve_model
 from .rules import Rules
-from .streaming import HopSchedule, frame_line
+from .streaming import DecisionHold, HopSchedule, frame_line
 
 
 def _progress(total: int | None, desc: str, quiet: bool) -> Any:
@@ -79,6 +79,9 @@ def configure_run(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", metavar="OUT.jsonl", type=Path, help="one JSON line per frame")
     p.add_argument("--hop", type=float, default=0.25, metavar="SECONDS",
                    help="recompute the audio embedding every SECONDS (default 0.25); frames in between reuse it")
+    p.add_argument("--hold", type=float, default=0.5, metavar="SECONDS",
+                   help="keep a class's box for SECONDS after the last frame that named it, so boxes do not "
+                        "flicker (default 0.5; 0 = every frame on its own)")
     p.add_argument("--style", choices=("heat", "contour", "both", "none"), default="heat", help="map drawing")
     p.add_argument("--no-legend", action="store_true", help="no legend panel")
     p.add_argument("--max-frames", type=int_in(1, 10**9), metavar="N", help="stop after N frames")
@@ -161,6 +164,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise UsageError(f"--out {args.out}: the overlay video must end in .mp4, .mov or .mkv")
     if not 0 < args.hop <= MAX_HOP_S:  # NaN fails too
         raise UsageError(f"--hop must be > 0 and at most {MAX_HOP_S:g} seconds, got {args.hop}")
+    hold = DecisionHold(args.hold)
     check_outputs({"--out": args.out, "--json": args.json},
                   {"VIDEO": args.video, "--audio": args.audio, "--model": model_input(args)})
     try:
@@ -196,7 +200,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 end = max(0, int(round(t * SAMPLE_RATE)))
                 window = heard[max(0, end - SAMPLE_RATE):end]
                 state = loc.encode_audio(window if window.size else np.zeros(1, np.float32), SAMPLE_RATE)
-            r = loc.localize_frame(vf.to_ndarray(format="rgb24"), state, rgb=True)
+            r = hold.update(t, loc.localize_frame(vf.to_ndarray(format="rgb24"), state, rgb=True))
             writer.write_frame(r.plot(style=args.style, legend=not args.no_legend))
             if json_file is not None:
                 json_file.write(json.dumps(frame_line(frames, t, r)) + "\n")

@@ -719,3 +719,27 @@ def silent_object_lit_rate(
             raise ValueError(f"image {i}: {e}") from None
         lit += int(np.count_nonzero(pred & s & ~t) > np.count_nonzero(pred & t & ~s))
     return 100.0 * lit / n
+
+
+# --------------------------------------------------------------------------------------------
+# streams: how steady the decisions are
+
+
+def state_changes_per_second(shown: Sequence[Sequence[str]], times: Sequence[float]) -> float:
+    """Flicker: per second of stream, how many times a class went from shown to not shown or back
+    between consecutive frames (``shown[i]``: the classes shown at ``times[i]``, seconds). A steady
+    scene's ideal is 0."""
+    if len(shown) != len(times):
+        raise ValueError(f"need one time per frame, got {len(shown)} frames and {len(times)} times")
+    if len(times) < 2 or times[-1] <= times[0]:
+        return 0.0
+    changes = sum(len(set(a) ^ set(b)) for a, b in zip(shown, shown[1:]))
+    return changes / (times[-1] - times[0])
+
+
+def onset_delay(shown: Sequence[Sequence[str]], times: Sequence[float], name: str, onset: float) -> float | None:
+    """Seconds from a sound's ``onset`` to the first frame at or after it that shows class ``name``;
+    None when no frame does."""
+    if len(shown) != len(times):
+        raise ValueError(f"need one time per frame, got {len(shown)} frames and {len(times)} times")
+    return next((t - onset for s, t in zip(shown, times) if t >= onset and name in s), None)

@@ -79,6 +79,7 @@ class Result:
                                      # (the evaluation's class maps; with the av map: boxes, heat maps)
     rules: dict[str, float | str] = field(default_factory=dict)
     speed: dict[str, float] = field(default_factory=dict)   # milliseconds per stage
+    held: tuple[str, ...] = ()       # of ``sounding``, the classes a stream's DecisionHold kept from earlier frames
     image: np.ndarray | None = field(default=None, repr=False)  # the input frame (for plot)
     rgb: bool = False                # colour order of ``image``
     _cache: dict[Any, np.ndarray] = field(default_factory=dict, repr=False, compare=False)
@@ -147,6 +148,7 @@ class Result:
             "classes": list(self.classes),
             "scores": {c: round(float(p), 6) for c, p in zip(self.classes, self.class_probs)},
             "sounding": list(self.sounding),
+            "held": list(self.held),
             "boxes": [b.to_dict() for b in self.boxes],
             "av_score": round(float(self.av_score), 6),
             "presence": None if self.presence is None else round(float(self.presence), 6),

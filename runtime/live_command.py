@@ -69,7 +69,7 @@ from avsl_edge.localizer import IN_VIEW_SCORES
 from avsl_edge.options import MAX_HOP_S, int_in
 from avsl_edge.overlay import FONT, STYLES, class_colour, scale_of
 from avsl_edge.result import Box, Result
-from avsl_edge.streaming import frame_line
+from avsl_edge.streaming import DecisionHold, frame_line
 from avsl_edge.variant_choice import AUTO_VARIANT
 
 from .camera import CameraError, CameraSource, describe_cameras, list_cameras, parse_camera_spec
@@ -321,6 +321,9 @@ def configure_live(p: argparse.ArgumentParser) -> None:
                    help="record the overlay video (with the HUD) and the captured sound (.mp4, .mov or .mkv)")
     p.add_argument("--no-display", action="store_true", help="no window (headless machines)")
     p.add_argument("--max-frames", type=int_in(1, 10**9), metavar="N", help="stop after N processed frames")
+    p.add_argument("--hold", type=float, default=0.5, metavar="SECONDS",
+                   help="keep a class's box for SECONDS after the last frame that named it, so boxes do not "
+                        "flicker (default 0.5; 0 = every frame on its own)")
     p.add_argument("--hop", type=float, default=0.25, metavar="SECONDS",
                    help="recompute the audio embedding every SECONDS on the last 1 s of sound (default 0.25)")
     p.add_argument("--audio-worker", action="store_true",
@@ -372,6 +375,7 @@ def _check_args(args: argparse.Namespace) -> tuple[int, int] | None:
                          "the cameras)")
     if not 0 < args.hop <= MAX_HOP_S:  # NaN fails too
         raise UsageError(f"--hop must be > 0 and at most {MAX_HOP_S:g} seconds, got {args.hop}")
+    DecisionHold(args.hold)  # a bad --hold fails here, before the model and the devices open
     if not 1 <= args.workers <= 8:
         raise UsageError(f"--workers must be 1..8 frames processed at once, got {args.workers}")
     if args.record is not None and args.record.suffix.lower() not in (".mp4", ".mov", ".mkv"):
@@ -501,6 +505,7 @@ def run_warnings(camera: Any, reason: str) -> list[str]:
 def _run(args: argparse.Namespace, loc: Any, camera: Any, mic: Any, window: LiveWindow | None,
          t_open: float, signals: Any) -> int:
     colours = {c: class_colour(i) for i, c in enumerate(loc.classes)}
+    hold = DecisionHold(args.hold)
     variant = variant_label(loc.backend)
     gate_db = float(loc.rules.audio_gate_db)
     stages = {k: _Rolling() for k in STAGE_ORDER}
@@ -524,6 +529,7 @@ def _run(args: argparse.Namespace, loc: Any, camera: Any, mic: Any, window: Live
 
     def finish(frame: Any, r: Any) -> np.ndarray:  # every frame, in capture order; `loop` is the LiveLoop below
         t_draw = time.perf_counter()
+        r = hold.update(frame.timestamp, r)
         h, w = display_size(*frame.image.shape[:2], args.display_min)
         if (h, w) != frame.image.shape[:2]:
             big = cv2.resize(frame.image, (w, h), interpolation=cv2.INTER_LINEAR)
