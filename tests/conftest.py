@@ -46,6 +46,26 @@ def smoke_run(tmp_path_factory) -> Path:
     return out
 
 
+sys.path.insert(0, str(Path(__file__).parent / "edge"))  # tiny_bundle: the edge suite's onnx.helper bundle
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory) -> Path:
+    """A valid bundle of three ``onnx.helper`` graphs with random weights (3 classes, 64 px input,
+    fp32 only; tests/edge/tiny_bundle.py), never modified; no torch needed."""
+    from tiny_bundle import write_tiny_bundle
+
+    return write_tiny_bundle(tmp_path_factory.mktemp("tiny") / "bundle")
+
+
+@pytest.fixture
+def tiny_bundle_copy(tmp_path) -> Path:
+    """A bundle of the same graphs that a test may modify."""
+    from tiny_bundle import write_tiny_bundle
+
+    return write_tiny_bundle(tmp_path / "bundle")
+
+
 @pytest.fixture(scope="session")
 def smoke_bundle(smoke_run: Path) -> Path:
     """The ONNX bundle the smoke run exported."""

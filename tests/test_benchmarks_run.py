@@ -1,5 +1,7 @@
 """The edge benchmark's own arithmetic: passes merged into one table, targets judged per ISA class."""
 
+import json
+
 import pytest
 
 from benchmarks.run import auto_stand_in, isa_class, merge_passes, targets
@@ -52,3 +54,14 @@ def test_a_bundle_never_scored_measures_its_fastest_variant_for_auto():
     assert auto["target"].startswith("auto (int8-cpu)") and auto["value"] == 2.0
     out["auto"] = {"variant": "int8", "reason": "within the bound", "scored": True}
     assert auto_stand_in(out) == ("int8", "within the bound")
+
+
+def test_the_flicker_benchmark_compares_holds_on_steady_scenes(tiny_bundle, tmp_path, capsys):
+    from benchmarks.flicker import main as flicker
+
+    out = tmp_path / "flicker.json"
+    assert flicker(["--model", str(tiny_bundle), "--scenes", "1", "--seconds", "1.5", "--fps", "8",
+                    "--holds", "0,0.5", "--in-view-threshold", "0", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["hold_s"] for r in rows] == [0.0, 0.5] and all(r["scenes"] == 2 for r in rows)
+    assert "| hold s | flicker /s" in capsys.readouterr().out
