@@ -438,6 +438,43 @@ class _Rolling:
         return float(np.median(values)) if values else float("nan")
 
 
+@dataclass
+class RunLog:
+    """What a live run keeps for its HUD and its end-of-run summary."""
+
+    stages: dict[str, _Rolling] = field(default_factory=lambda: {k: _Rolling() for k in STAGE_ORDER})
+    latency: _Rolling = field(default_factory=_Rolling)
+    heard: collections.Counter = field(default_factory=collections.Counter)       # frames per class shown
+    audio_classes: collections.Counter = field(default_factory=collections.Counter)  # frames per top audio class
+    ready_times: list[float] = field(default_factory=list)                          # when each overlay was ready
+
+    def summary(self, reason: str, loc: Any, camera: Any, mic: Any, stats: Any, recorder: Any,
+                recording: Path | None, window: LiveWindow | None, warnings: list[str]) -> dict[str, Any]:
+        """The end-of-run summary (printed by :func:`summary_text`, written by ``--summary-json``)."""
+        frames = len(self.ready_times)
+        span = self.ready_times[-1] - self.ready_times[0] if frames > 1 else 0.0
+        rec = recorder if recorder is not None and recording else None
+        choice = loc.backend.variant_choice
+        return {
+            "reason": reason, "frames": frames, "seconds": round(span, 3),
+            "fps": round((frames - 1) / span, 2) if span > 0 else 0.0,
+            "latency_ms": summary_or_none(self.latency.all),
+            "stages_ms": {k: summary_or_none(v.all) for k, v in self.stages.items()},
+            "camera": camera.spec.label, "camera_frames": stats.camera_frames, "camera_dropped": stats.camera_dropped,
+            "mic": mic.label, "audio_blocks": stats.audio_blocks, "audio_updates": stats.audio_updates,
+            "mic_overflows": stats.mic_overflows, "mic_queue_drops": int(getattr(mic, "queue_drops", 0)),
+            "heard": dict(self.heard.most_common()), "audio_classes": dict(self.audio_classes.most_common()),
+            "model": str(loc.bundle.root), "variant": loc.backend.variant, "backend": loc.backend.description,
+            "variant_choice": choice.to_dict() if choice is not None else None,
+            "rules": loc.rules.to_dict(),
+            "recording": str(recording) if recording else None,
+            "recording_frames": rec.frames if rec is not None else None,
+            "recording_repeated": rec.frames_repeated if rec is not None else None,
+            "snapshots": [str(p) for p in window.snapshots] if window is not None else [],
+            "warnings": warnings,
+        }
+
+
 def cmd_live(args: argparse.Namespace) -> int:
     if args.list_devices:
         return _print_devices()
@@ -508,11 +545,8 @@ def _run(args: argparse.Namespace, loc: Any, camera: Any, mic: Any, window: Live
     hold = DecisionHold(args.hold)
     variant = variant_label(loc.backend)
     gate_db = float(loc.rules.audio_gate_db)
-    stages = {k: _Rolling() for k in STAGE_ORDER}
-    latency = _Rolling()
-    heard_counts: collections.Counter = collections.Counter()
-    audio_counts: collections.Counter = collections.Counter()
-    ready_times: list[float] = []
+    log = RunLog()
+    stages, latency = log.stages, log.latency
     json_file = None
     print(f"live: {camera.spec.label} ({camera.size[0]}x{camera.size[1]} @ {camera.fps:g} fps) + {mic.label} -> "
           f"{loc.bundle.root} ({loc.backend.description}); "
@@ -550,14 +584,14 @@ def _run(args: argparse.Namespace, loc: Any, camera: Any, mic: Any, window: Live
                 stages[k].add(r.speed[k])
         stages["draw"].add((time.perf_counter() - t_draw) * 1000.0)
         top = loc.classes[int(np.argmax(r.class_probs))] if r.gate_open else None
-        heard_counts.update(r.sounding)
+        log.heard.update(r.sounding)
         if top is not None:
-            audio_counts[top] += 1
+            log.audio_classes[top] += 1
         ready = time.monotonic()
         latency.add((ready - frame.timestamp) * 1000.0)
-        ready_times.append(ready)
+        log.ready_times.append(ready)
         if json_file is not None:
-            line = frame_line(len(ready_times) - 1, frame.media_time, r, camera_index=frame.index,
+            line = frame_line(len(log.ready_times) - 1, frame.media_time, r, camera_index=frame.index,
                               elapsed=round(frame.timestamp - t_open, 4), latency_ms=round(latency.all[-1], 2),
                               audio_level_db=round(level, 2), audio_class=top)
             json_file.write(json.dumps(line) + "\n")
@@ -582,27 +616,8 @@ def _run(args: argparse.Namespace, loc: Any, camera: Any, mic: Any, window: Live
     warnings = run_warnings(camera, reason)
     for w in warnings:
         print(f"warning: {w}", file=sys.stderr, flush=True)
-    frames = len(ready_times)
-    span = ready_times[-1] - ready_times[0] if frames > 1 else 0.0
-    st, rec = loop.stats(), loop.recorder
-    run_summary = {
-        "reason": reason, "frames": frames, "seconds": round(span, 3),
-        "fps": round((frames - 1) / span, 2) if span > 0 else 0.0,
-        "latency_ms": summary_or_none(latency.all),
-        "stages_ms": {k: summary_or_none(v.all) for k, v in stages.items()},
-        "camera": camera.spec.label, "camera_frames": st.camera_frames, "camera_dropped": st.camera_dropped,
-        "mic": mic.label, "audio_blocks": st.audio_blocks, "audio_updates": st.audio_updates,
-        "mic_overflows": st.mic_overflows, "mic_queue_drops": int(getattr(mic, "queue_drops", 0)),
-        "heard": dict(heard_counts.most_common()), "audio_classes": dict(audio_counts.most_common()),
-        "model": str(loc.bundle.root), "variant": loc.backend.variant, "backend": loc.backend.description,
-        "variant_choice": choice.to_dict() if (choice := loc.backend.variant_choice) is not None else None,
-        "rules": loc.rules.to_dict(),
-        "recording": str(recording) if recording else None,
-        "recording_frames": rec.frames if rec is not None and recording else None,
-        "recording_repeated": rec.frames_repeated if rec is not None and recording else None,
-        "snapshots": [str(p) for p in window.snapshots] if window is not None else [],
-        "warnings": warnings,
-    }
+    run_summary = log.summary(reason, loc, camera, mic, loop.stats(), loop.recorder, recording, window, warnings)
+    frames = run_summary["frames"]
     if args.summary_json:
         write_json(args.summary_json, run_summary)
     print(summary_text(run_summary), flush=True)
