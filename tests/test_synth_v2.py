@@ -131,6 +131,10 @@ def test_gentle_scenes_keep_v1_scales_and_clean_sound(assets):
     ({"data.warmup_epochs": "2"}, "needs --data.pack v2"),
     ({"data.pack": "v2", "data.warmup_epochs": "2"}, "leaves no stage-one epoch"),
     ({"data.pack": "v2", "data.warmup_epochs": "-1"}, "at least 0"),
+    ({"data.pack": "v2", "stage_one.lr_after_warmup": "1e-4"}, "needs --data.warmup_epochs"),
+    ({"data.pack": "v2", "data.warmup_epochs": "1", "stage_one.lr_after_warmup": "1e-4",
+      "stage_one.lr_schedule": "cosine"}, "use it with --stage_one.lr_schedule constant"),
+    ({"data.pack": "v2", "data.warmup_epochs": "1", "stage_one.lr_after_warmup": "-1"}, "finite number >= 0"),
 ])
 def test_a_curriculum_that_cannot_apply_is_refused(overrides, message):
     from training.config import apply_overrides, check_config, preset

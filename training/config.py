@@ -60,6 +60,8 @@ class StageOneConfig:
     lr_schedule: str = "constant"  # constant: as the original; cosine: the main Adam's lr follows a cosine
                                    # over the epochs, from lr at epoch 0 to lr_min_ratio x lr at the last (deviation)
     lr_min_ratio: float = 0.05
+    lr_after_warmup: float = 0.0   # > 0: the main Adam's lr from epoch data.warmup_epochs on (0 = lr throughout;
+                                   # v2: at 1e-3 the switch to the training split collapses the nets; deviation)
     alternate: bool = True         # False = the "w/o alternating optimisation" ablation
     init_num: int = 1              # clustering + classification after location epoch e >= init_num
     class_epochs: int = 3          # fixed, as the code (docs/method.md, 'fixed classification epochs')
@@ -175,6 +177,10 @@ def check_config(cfg: RunConfig) -> RunConfig:
         raise ConfigError(f"--eval.softmax_scale must be a positive number; got {cfg.eval.softmax_scale!r}")
     if cfg.data.pack not in ("v1", "v2"):
         raise ConfigError(f"--data.pack must be v1 or v2; got {cfg.data.pack!r}")
+    if cfg.stage_one.lr_after_warmup and not cfg.data.warmup_epochs:
+        raise ConfigError("--stage_one.lr_after_warmup needs --data.warmup_epochs > 0")
+    if cfg.stage_one.lr_after_warmup and cfg.stage_one.lr_schedule != "constant":
+        raise ConfigError("--stage_one.lr_after_warmup sets the lr itself; use it with --stage_one.lr_schedule constant")
     if not 0.0 <= cfg.data.easy_share <= 1.0:  # NaN fails too
         raise ConfigError(f"--data.easy_share must be in [0, 1]; got {cfg.data.easy_share}")
     if cfg.data.pack == "v1" and cfg.data.warmup_epochs > 0:
@@ -213,7 +219,8 @@ def _check_counts(cfg: RunConfig) -> None:
         value = _get(cfg, key)
         if value < low:
             raise ConfigError(f"--{key} must be at least {low}; got {value}")
-    for key in ("stage_one.lr", "stage_one.class_lr", "stage_one.weight_decay", "stage_one.mask_threshold",
+    for key in ("stage_one.lr", "stage_one.class_lr", "stage_one.lr_after_warmup", "stage_one.weight_decay",
+                "stage_one.mask_threshold",
                 "stage_two.lr", "stage_two.weight_decay", "stage_two.loc_weight", "stage_two.temperature"):
         value, positive = _get(cfg, key), key.endswith("temperature")
         if not (math.isfinite(value) and (value > 0 if positive else value >= 0)):

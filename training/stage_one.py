@@ -367,6 +367,9 @@ def train(cfg: RunConfig, run_dir: Path, d: du.Dist, device: torch.device, log: 
                 print(f"stage one: resuming after epoch {ck['epoch']} (next round {round_id})")
     wrapped = DDP(model, find_unused_parameters=True) if d.enabled else model
     for epoch in range(start, cfg.stage_one.epochs):
+        if cfg.stage_one.lr_after_warmup and epoch >= cfg.data.warmup_epochs:
+            for group in opt.param_groups:
+                group["lr"] = cfg.stage_one.lr_after_warmup
         stats = location_epoch(wrapped, opt, data, cfg, epoch, d, device, log, progress and d.is_main)
         stats["val_acc"] = validate(model, data, cfg, device)
         stats["w"] = model.localization.fusion.weight.item()  # the fusion scalar: how far Adam moved it
