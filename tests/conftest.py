@@ -46,7 +46,7 @@ def smoke_run(tmp_path_factory) -> Path:
     return out
 
 
-sys.path.insert(0, str(Path(__file__).parent / "edge"))  # tiny_bundle: the edge suite's onnx.helper bundle
+sys.path.append(str(Path(__file__).parent / "edge"))  # tiny_bundle: the edge suite's onnx.helper bundle
 
 
 @pytest.fixture(scope="session")
