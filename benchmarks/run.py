@@ -40,6 +40,7 @@ import torch  # noqa: E402
 import avsl_edge  # noqa: E402
 from avsl_edge.bench import benchmark as edge_benchmark  # noqa: E402
 from avsl_edge.bench import synthetic_inputs  # noqa: E402
+from avsl_edge.options import thread_count  # noqa: E402
 from benchmarks import torch_side  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -279,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.split("\n\n")[0])
     p.add_argument("--bundle", type=Path, help="a bundle to measure (default: export a random model at --size)")
     p.add_argument("--size", type=int, default=224, help="model input size when no --bundle is given")
-    p.add_argument("--threads", type=int, default=os.cpu_count() or 2, help="ORT intra-op and torch threads")
+    p.add_argument("--threads", type=thread_count, default=os.cpu_count() or 2, help="ORT intra-op and torch threads")
     p.add_argument("--runs", type=int, default=30)
     p.add_argument("--repeat", type=int, metavar="N",
                    help="passes over the stages, backends interleaved in each (default 3; with --quick 1)")

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from avsl_edge.options import thread_count
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -76,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--variant", default="int8-cpu")
     p.add_argument("--minutes", type=float, default=10.0)
     p.add_argument("--interval", type=float, default=1.0, help="seconds between RSS samples")
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=thread_count, default=2)
     p.add_argument("--json", type=Path, default=REPO / "benchmarks" / "soak.json")
     p.add_argument("extra", nargs="*", help="more `avsl-edge live` options (after --)")
     args = p.parse_args(argv)

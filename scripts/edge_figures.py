@@ -29,6 +29,7 @@ import avsl_edge  # noqa: E402
 from avsl_edge.avcoco import load_avcoco, read_clip, read_frame  # noqa: E402
 from avsl_edge.boxes import BOX_METHODS  # noqa: E402
 from avsl_edge.localizer import IN_VIEW_SCORES  # noqa: E402
+from avsl_edge.options import thread_count  # noqa: E402
 
 
 def figures(loc: avsl_edge.Localizer, data: Path) -> dict:
@@ -83,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", type=Path, help="bundle (default: $AVSL_EDGE_MODEL or the last pipeline run)")
     p.add_argument("--data", type=Path, required=True, help="AV-COCO test split")
     p.add_argument("--variant", default=None)
-    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--threads", type=thread_count, default=0)
     p.add_argument("--in-view-threshold", type=float, help="override the calibrated threshold (0: always in view)")
     p.add_argument("--in-view-score", choices=IN_VIEW_SCORES, help="override the calibrated in-view score")
     p.add_argument("--box-tau", type=float, help="override the calibrated box cut (a fraction of the av map's max)")
