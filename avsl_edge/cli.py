@@ -50,7 +50,7 @@ from .backends import auto_providers, available_providers, tensorrt_engines_usab
 from .bundle import json_default, load_bundle
 from .bundle_eval import evaluate_bundle, images_to_predict
 from .variant_choice import AUTO_VARIANT, accuracy_exclusions
-from .commands import (COMMANDS, MAX_SIDE, Command, UsageError, add_model_options, check_outputs,  # noqa: F401
+from .commands import (COMMANDS, MAX_SIDE, Command, UsageError, add_hold_option, add_model_options, check_outputs,  # noqa: F401
                        discover_commands, model_input, open_localizer, register_command, write_json, write_text)
 from .errors import UserError
 from .evaluation import class_index, markdown_table
@@ -59,7 +59,7 @@ from .media import MediaError, VideoWriter, read_audio_track
 from .options import MAX_HOP_S, int_in
 from .registry import resolve_model
 from .rules import Rules
-from .streaming import DecisionHold, HopSchedule, frame_line
+from .streaming import DecisionHold, HopSchedule, frame_line, window_ending_at
 
 
 def _progress(total: int | None, desc: str, quiet: bool) -> Any:
@@ -79,9 +79,7 @@ def configure_run(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", metavar="OUT.jsonl", type=Path, help="one JSON line per frame")
     p.add_argument("--hop", type=float, default=0.25, metavar="SECONDS",
                    help="recompute the audio embedding every SECONDS (default 0.25); frames in between reuse it")
-    p.add_argument("--hold", type=float, default=0.5, metavar="SECONDS",
-                   help="keep a class's box for SECONDS after the last frame that named it, so boxes do not "
-                        "flicker (default 0.5; 0 = every frame on its own)")
+    add_hold_option(p)
     p.add_argument("--style", choices=("heat", "contour", "both", "none"), default="heat", help="map drawing")
     p.add_argument("--no-legend", action="store_true", help="no legend panel")
     p.add_argument("--max-frames", type=int_in(1, 10**9), metavar="N", help="stop after N frames")
@@ -197,9 +195,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         for vf in decoded:
             t = float(vf.time) if vf.time is not None else frames / fps
             if hops.due(t):  # a new hop: encode the 1 s of sound ending at this frame
-                end = max(0, int(round(t * SAMPLE_RATE)))
-                window = heard[max(0, end - SAMPLE_RATE):end]
-                state = loc.encode_audio(window if window.size else np.zeros(1, np.float32), SAMPLE_RATE)
+                state = loc.encode_audio(window_ending_at(heard, t), SAMPLE_RATE)
             r = hold.update(t, loc.localize_frame(vf.to_ndarray(format="rgb24"), state, rgb=True))
             writer.write_frame(r.plot(style=args.style, legend=not args.no_legend))
             if json_file is not None:

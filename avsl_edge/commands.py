@@ -122,6 +122,13 @@ def add_model_options(p: argparse.ArgumentParser, backend: bool = True, variant:
                    help="ONNX Runtime inter-op threads (default 0: its default; at most 4 per core)")
 
 
+def add_hold_option(p: argparse.ArgumentParser) -> None:
+    """--hold, the :class:`avsl_edge.streaming.DecisionHold` of ``run`` and ``live``."""
+    p.add_argument("--hold", type=float, default=0.5, metavar="SECONDS",
+                   help="keep a class's box for SECONDS after the last frame that named it, so boxes do not "
+                        "flicker (default 0.5; 0 = every frame on its own)")
+
+
 def model_input(args: argparse.Namespace) -> Path | None:
     """The bundle folder the command will read (for the output guard), None when none is found
     (the command then reports that when it loads the model)."""

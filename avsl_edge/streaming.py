@@ -5,7 +5,7 @@ written for each frame.
     hops, hold = HopSchedule(0.25), DecisionHold(0.5)
     for t, frame in frames:                        # t: the frame's media time, seconds
         if hops.due(t):
-            state = loc.encode_audio(window_ending_at(t), 16000)
+            state = loc.encode_audio(window_ending_at(sound, t), 16000)
         r = hold.update(t, loc.localize_frame(frame, state))
         out.write(json.dumps(frame_line(i, t, r)) + "\n")
 """
@@ -16,6 +16,9 @@ import dataclasses
 import math
 from typing import Any
 
+import numpy as np
+
+from .audio import SAMPLE_RATE
 from .errors import UserError
 from .result import Box, Result
 
@@ -78,6 +81,15 @@ class DecisionHold:
         return dataclasses.replace(result, sounding=result.sounding + held,
                                    boxes=result.boxes + [self._seen[c][1] for c in held], held=held,
                                    _cache={})
+
+
+def window_ending_at(sound: np.ndarray, t: float) -> np.ndarray:
+    """The audio window of a file's frame at media time ``t``: the second of ``sound`` (16 kHz mono)
+    that ends at ``t`` (shorter near the start; one zero sample before any sound, so the audio
+    path always gets a clip)."""
+    end = max(0, int(round(t * SAMPLE_RATE)))
+    window = sound[max(0, end - SAMPLE_RATE):end]
+    return window if window.size else np.zeros(1, np.float32)
 
 
 def frame_line(frame: int, media_time: float, result: Result, **extra: Any) -> dict[str, Any]:

@@ -29,7 +29,7 @@ import numpy as np
 import avsl_edge
 from avsl_edge.audio import SAMPLE_RATE
 from avsl_edge.metrics import onset_delay, state_changes_per_second
-from avsl_edge.streaming import DecisionHold, HopSchedule
+from avsl_edge.streaming import DecisionHold, HopSchedule, window_ending_at
 from training.data.synth import SynthConfig, SynthMusic
 
 
@@ -40,9 +40,7 @@ def scene_stream(loc, video, lead: float, hop: float) -> tuple[list, list[float]
     for i, frame in enumerate(video.frames):
         t = i / video.fps
         if hops.due(t):
-            end = int(round(t * SAMPLE_RATE))
-            window = sound[max(0, end - SAMPLE_RATE):end]
-            state = loc.encode_audio(window if window.size else np.zeros(1, np.float32), SAMPLE_RATE)
+            state = loc.encode_audio(window_ending_at(sound, t), SAMPLE_RATE)
         results.append(loc.localize_frame(frame, state, rgb=True))
         times.append(t)
     return results, times

@@ -62,7 +62,7 @@ import numpy as np
 from avsl_edge.timing import summary
 from avsl_edge.audio import AudioError
 from avsl_edge.boxes import BOX_METHODS
-from avsl_edge.commands import (MAX_SIDE, Command, UsageError, add_model_options, check_outputs, model_input,
+from avsl_edge.commands import (MAX_SIDE, Command, UsageError, add_hold_option, add_model_options, check_outputs, model_input,
                                 open_localizer, write_json)
 from avsl_edge.fileio import atomic_path
 from avsl_edge.localizer import IN_VIEW_SCORES
@@ -321,9 +321,7 @@ def configure_live(p: argparse.ArgumentParser) -> None:
                    help="record the overlay video (with the HUD) and the captured sound (.mp4, .mov or .mkv)")
     p.add_argument("--no-display", action="store_true", help="no window (headless machines)")
     p.add_argument("--max-frames", type=int_in(1, 10**9), metavar="N", help="stop after N processed frames")
-    p.add_argument("--hold", type=float, default=0.5, metavar="SECONDS",
-                   help="keep a class's box for SECONDS after the last frame that named it, so boxes do not "
-                        "flicker (default 0.5; 0 = every frame on its own)")
+    add_hold_option(p)
     p.add_argument("--hop", type=float, default=0.25, metavar="SECONDS",
                    help="recompute the audio embedding every SECONDS on the last 1 s of sound (default 0.25)")
     p.add_argument("--audio-worker", action="store_true",

@@ -26,7 +26,8 @@ from training.data.synth_v2 import HoldOutError, gentle, held_out
 
 _SPLITS = {"train": 1, "val": 2, "stage_two": 3, "duet": 4, "calib": 5, "warmup": 6}
 #: Which side of a v2 hold-out each split is on: training never sees a held-out source.
-SPLIT_ROLES = {"train": "train", "warmup": "train", "val": "eval", "stage_two": "train", "duet": "train", "calib": "eval", "test": "eval"}
+SPLIT_ROLES = {"train": "train", "warmup": "train", "val": "eval", "stage_two": "train", "duet": "train",
+               "calib": "eval", "test": "eval"}
 
 
 def synth_config(data, size: int, split: str) -> SynthConfig:
@@ -40,7 +41,7 @@ def synth_config(data, size: int, split: str) -> SynthConfig:
 def easy_scenes(data, n: int, split: str) -> int:
     """How many of a split's first scenes are drawn gentle: ``data.easy_share`` of the stage-one
     training split (validation and test stay as hard as the pack makes them)."""
-    if data is None or split != "train" or not getattr(data, "easy_share", 0.0):
+    if data is None or split != "train" or not data.easy_share:
         return 0
     return int(round(data.easy_share * n))
 

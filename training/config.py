@@ -185,7 +185,7 @@ def check_config(cfg: RunConfig) -> RunConfig:
         raise ConfigError(f"--data.easy_share must be in [0, 1]; got {cfg.data.easy_share}")
     if cfg.data.pack == "v1" and cfg.data.warmup_epochs > 0:
         raise ConfigError("--data.warmup_epochs needs --data.pack v2 (v1 has one source per class already)")
-    if cfg.data.warmup_epochs >= max(cfg.stage_one.epochs, 1) and cfg.data.warmup_epochs > 0:
+    if 0 < cfg.data.warmup_epochs >= cfg.stage_one.epochs:
         raise ConfigError(f"--data.warmup_epochs {cfg.data.warmup_epochs} leaves no stage-one epoch on the training "
                           f"split (--stage_one.epochs {cfg.stage_one.epochs})")
     if cfg.data.pack == "v1" and cfg.data.easy_share > 0:
@@ -206,7 +206,8 @@ def _check_counts(cfg: RunConfig) -> None:
     """Sizes, rates and names a run cannot go on with (they would fail deep inside training)."""
     at_least = {"data.image_size": 32, "data.train_scenes": 1, "data.val_scenes": 1, "data.stage_two_scenes": 1,
                 "data.test_per_kind": 1, "data.duet_scenes": 0, "data.seed": 0, "seed": 0, "threads": 0,
-                "workers": 0, "stage_one.epochs": 1, "data.warmup_epochs": 0, "stage_one.batch_size": 1, "stage_one.init_num": 0,
+                "workers": 0, "stage_one.epochs": 1, "data.warmup_epochs": 0, "stage_one.batch_size": 1,
+                "stage_one.init_num": 0,
                 "stage_one.class_epochs": 0, "stage_one.kmeans_n_init": 1, "stage_one.kmeans_max_iter": 1,
                 "stage_one.mosaic_from": 0, "stage_two.epochs": 0, "stage_two.duet_epochs": 0,
                 "stage_two.batch_size": 1, "stage_two.gate_warmup_epochs": 0, "stage_two.round": -1,
@@ -220,8 +221,7 @@ def _check_counts(cfg: RunConfig) -> None:
         if value < low:
             raise ConfigError(f"--{key} must be at least {low}; got {value}")
     for key in ("stage_one.lr", "stage_one.class_lr", "stage_one.lr_after_warmup", "stage_one.weight_decay",
-                "stage_one.mask_threshold",
-                "stage_two.lr", "stage_two.weight_decay", "stage_two.loc_weight", "stage_two.temperature"):
+                "stage_one.mask_threshold", "stage_two.lr", "stage_two.weight_decay", "stage_two.loc_weight", "stage_two.temperature"):
         value, positive = _get(cfg, key), key.endswith("temperature")
         if not (math.isfinite(value) and (value > 0 if positive else value >= 0)):
             raise ConfigError(f"--{key} must be a finite number {'>' if positive else '>='} 0; got {value}")

@@ -68,3 +68,12 @@ def test_onset_delay_is_the_time_to_the_first_frame_showing_the_class():
     assert onset_delay(shown, times, "drum", onset=1.0) is None
     with pytest.raises(ValueError, match="one time per frame"):
         onset_delay(shown, times[:2], "bell", 0.0)
+
+
+def test_a_frames_audio_window_is_the_second_of_sound_ending_at_it():
+    from avsl_edge.streaming import window_ending_at
+
+    sound = np.arange(48000, dtype=np.float32)  # 3 s at 16 kHz
+    np.testing.assert_array_equal(window_ending_at(sound, 2.5), sound[24000:40000])
+    assert window_ending_at(sound, 0.25).shape == (4000,)
+    np.testing.assert_array_equal(window_ending_at(sound, 0.0), np.zeros(1, np.float32))
