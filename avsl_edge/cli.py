@@ -1,6 +1,7 @@
 """``avsl-edge``: the edge library on the command line (torch-free).
 
     avsl-edge run VIDEO --out OUT.mp4 [--audio FILE] [--json OUT.jsonl]   overlay video, original audio
+    avsl-edge live --camera 0 [--mic DEVICE] [--record OUT.mp4]            camera + microphone, live
     avsl-edge eval --model BUNDLE --data AVCOCO_DIR [--json OUT]           the training-side metrics
     avsl-edge bench --model BUNDLE [--backend ...] [--variant ...]         per-stage latency, FPS
     avsl-edge info --model BUNDLE                                          manifest, variants, providers
@@ -17,15 +18,14 @@ video data (exit 2, nothing written) and warns when a video holds fewer frames t
 says.
 
 Subcommands live in :data:`avsl_edge.commands.COMMANDS` (name -> :class:`Command`): this module's
-run, eval, bench and info, then those of the ``avsl_edge.commands`` entry points (``live``, in the
-streaming layer), loaded when the parser is built; add one with :func:`register_command` or an entry
-point (see :mod:`avsl_edge.commands`).
+eval, bench and info, then those of the ``avsl_edge.commands`` entry points (``run`` and ``live``,
+the streaming commands, in the streaming layer), loaded when the parser is built; add one with
+:func:`register_command` or an entry point (see :mod:`avsl_edge.commands`).
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import logging
 import os
@@ -38,190 +38,27 @@ from pathlib import Path
 from typing import Any
 
 import cv2  # before av: with PyAV's FFmpeg libraries loaded first, OpenCV's window (live) hangs
-import av
-import numpy as np
-import soundfile
 from tqdm import tqdm
 
 from . import __version__, bench
-from .audio import SAMPLE_RATE, load_audio, resample
 from .avcoco import load_avcoco
 from .backends import auto_providers, available_providers, tensorrt_engines_usable
 from .bundle import json_default, load_bundle
 from .bundle_eval import evaluate_bundle, images_to_predict
-from .variant_choice import AUTO_VARIANT, accuracy_exclusions
-from .commands import (COMMANDS, MAX_SIDE, Command, UsageError, add_hold_option, add_model_options, check_outputs,  # noqa: F401
+from .variant_choice import accuracy_exclusions
+from .commands import (COMMANDS, MAX_SIDE, Command, UsageError, add_model_options, check_outputs,  # noqa: F401
                        discover_commands, model_input, open_localizer, register_command, write_json, write_text)
 from .errors import UserError
 from .evaluation import class_index, markdown_table
-from .fileio import atomic_path
-from .media import MediaError, VideoWriter, read_audio_track
-from .options import MAX_HOP_S, int_in
+from .media import MediaError, read_sound
+from .options import int_in
 from .registry import resolve_model
 from .rules import Rules
-from .streaming import DecisionHold, HopSchedule, frame_line, window_ending_at
 
 
 def _progress(total: int | None, desc: str, quiet: bool) -> Any:
-    return tqdm(total=total, desc=desc, unit="frame" if desc == "run" else "image", disable=quiet,
+    return tqdm(total=total, desc=desc, unit="image", disable=quiet,
                 leave=False, file=sys.stderr)
-
-
-# --------------------------------------------------------------------------------------------
-# run
-
-
-def configure_run(p: argparse.ArgumentParser) -> None:
-    p.add_argument("video", metavar="VIDEO", type=Path, help="a video file (any format FFmpeg reads)")
-    p.add_argument("--audio", metavar="FILE", type=Path,
-                   help="the sound to use instead of the video's own track (WAV/FLAC/OGG, or a media file)")
-    p.add_argument("--out", metavar="OUT.mp4", type=Path, required=True, help="overlay video (.mp4, .mov or .mkv)")
-    p.add_argument("--json", metavar="OUT.jsonl", type=Path, help="one JSON line per frame")
-    p.add_argument("--hop", type=float, default=0.25, metavar="SECONDS",
-                   help="recompute the audio embedding every SECONDS (default 0.25); frames in between reuse it")
-    add_hold_option(p)
-    p.add_argument("--style", choices=("heat", "contour", "both", "none"), default="heat", help="map drawing")
-    p.add_argument("--no-legend", action="store_true", help="no legend panel")
-    p.add_argument("--max-frames", type=int_in(1, 10**9), metavar="N", help="stop after N frames")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    add_model_options(p, variant=AUTO_VARIANT)
-
-
-def _read_sound(path: Path) -> tuple[np.ndarray, int]:
-    """(float32 mono at the file's own rate, that rate), through soundfile, else PyAV (video files)."""
-
-
-    if not path.is_file():
-        raise UsageError(f"{path}: no such audio or video file")
-    try:
-        rate = int(soundfile.info(str(path)).samplerate)
-    except Exception:  # noqa: BLE001 - not a file libsndfile reads: try FFmpeg
-        rate = None
-    if rate:
-        return load_audio(path, sample_rate=rate), rate
-    try:
-        with av.open(str(path)) as c:
-            if not c.streams.audio:
-                raise MediaError(f"{path}: has no audio track")
-            rate = int(c.streams.audio[0].rate)
-    except av.FFmpegError as exc:
-        raise UsageError(f"{path}: unreadable audio ({exc})") from None
-    return read_audio_track(path, rate), rate
-
-
-def expected_frames(stream: Any, container: Any, fps: float) -> int | None:
-    """How many frames the container's header promises: its frame count, else its duration x fps."""
-    if stream.frames:
-        return int(stream.frames)
-    seconds = None
-    if stream.duration and stream.time_base:
-        seconds = float(stream.duration * stream.time_base)
-    elif container.duration:
-        seconds = container.duration / 1e6  # AV_TIME_BASE
-    if not seconds or seconds <= 0:
-        return None
-    return int(round(seconds * fps)) or None
-
-
-class DecodedFrames:
-    """The frames of ``stream``, stopping at the first demuxing or decoding error instead of
-    raising it: ``error`` is that error (None at a clean end), ``error_mid_file`` whether packets
-    followed the one that failed (damage inside the file, not a cut-off end)."""
-
-    def __init__(self, container: Any, stream: Any):
-        self.container, self.stream = container, stream
-        self.error: Exception | None = None
-        self.error_mid_file = False
-
-    def __iter__(self) -> Any:
-        packets = self.container.demux(self.stream)
-        while True:
-            try:
-                packet = next(packets)
-            except StopIteration:
-                return
-            except av.FFmpegError as exc:  # the container itself is damaged here
-                self.error, self.error_mid_file = exc, True
-                return
-            try:
-                frames = packet.decode()
-            except av.FFmpegError as exc:
-                self.error = exc
-                try:  # a damaged packet with more after it is damage inside the file
-                    self.error_mid_file = any(p.size for p in packets)
-                except av.FFmpegError:
-                    self.error_mid_file = True
-                return
-            yield from frames
-
-
-def cmd_run(args: argparse.Namespace) -> int:
-    if not args.video.is_file():
-        raise UsageError(f"{args.video}: no such video file")
-    if args.out.suffix.lower() not in (".mp4", ".mov", ".mkv"):
-        raise UsageError(f"--out {args.out}: the overlay video must end in .mp4, .mov or .mkv")
-    if not 0 < args.hop <= MAX_HOP_S:  # NaN fails too
-        raise UsageError(f"--hop must be > 0 and at most {MAX_HOP_S:g} seconds, got {args.hop}")
-    hold = DecisionHold(args.hold)
-    check_outputs({"--out": args.out, "--json": args.json},
-                  {"VIDEO": args.video, "--audio": args.audio, "--model": model_input(args)})
-    try:
-        sound, rate = _read_sound(args.audio or args.video)
-    except MediaError as exc:
-        raise UsageError(f"{exc}{'' if args.audio else '; pass --audio FILE'}") from None
-    heard = resample(sound, rate, SAMPLE_RATE)  # what the model hears, 16 kHz
-    loc = open_localizer(args)
-    try:
-        container = av.open(str(args.video))
-    except av.FFmpegError as exc:
-        raise UsageError(f"{args.video}: unreadable video ({exc})") from None
-    frames = 0
-    with contextlib.ExitStack() as stack:
-        stack.enter_context(container)
-        if not container.streams.video:
-            raise UsageError(f"{args.video}: has no video stream")
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        fps = float(stream.average_rate or stream.guessed_rate or 0) or 30.0
-        expected = expected_frames(stream, container, fps)
-        total = expected
-        if args.max_frames:
-            total = min(total or args.max_frames, args.max_frames)
-        bar = stack.enter_context(_progress(total, "run", args.quiet))
-        json_file = stack.enter_context(open(stack.enter_context(atomic_path(args.json)), "w")) if args.json else None
-        writer = stack.enter_context(VideoWriter(args.out, fps, sample_rate=rate))
-        hops, state = HopSchedule(args.hop), None
-        decoded = DecodedFrames(container, stream)
-        for vf in decoded:
-            t = float(vf.time) if vf.time is not None else frames / fps
-            if hops.due(t):  # a new hop: encode the 1 s of sound ending at this frame
-                state = loc.encode_audio(window_ending_at(heard, t), SAMPLE_RATE)
-            r = hold.update(t, loc.localize_frame(vf.to_ndarray(format="rgb24"), state, rgb=True))
-            writer.write_frame(r.plot(style=args.style, legend=not args.no_legend))
-            if json_file is not None:
-                json_file.write(json.dumps(frame_line(frames, t, r)) + "\n")
-            frames += 1
-            bar.update(1)
-            if args.max_frames and frames >= args.max_frames:
-                break
-        if frames == 0:
-            raise UsageError(f"{args.video}: no video frame could be decoded"
-                             + (f" ({decoded.error})" if decoded.error else ""))
-        if decoded.error is not None and decoded.error_mid_file:
-            raise UsageError(f"{args.video}: decoding failed at frame {frames}"
-                             + (f" of {expected}" if expected else "")
-                             + f" ({decoded.error}); nothing was written")
-        ended_early = not (args.max_frames and frames >= args.max_frames)
-        if ended_early and (decoded.error is not None or (expected and frames < expected - 1)):
-            print(f"warning: {args.video} looks truncated: {frames} frames read, "
-                  + (f"{expected} expected from its header" if expected else "its end could not be decoded")
-                  + (f" ({decoded.error})" if decoded.error else "") + "; the outputs cover the frames read",
-                  file=sys.stderr)
-        n = int(round(frames / fps * rate))  # the sound of the frames written
-        writer.write_audio(sound[:n] if n <= sound.shape[0] else np.pad(sound, (0, n - sound.shape[0])))
-    print(f"{frames} frames -> {args.out}" + (f", {args.json}" if args.json else "")
-          + f" ({loc.backend.description})")
-    return 0
 
 
 # --------------------------------------------------------------------------------------------
@@ -320,7 +157,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     else:
         frame, audio = bench.synthetic_inputs(w, h)
     if args.audio:
-        audio, rate = _read_sound(args.audio)
+        try:
+            audio, rate = read_sound(args.audio)
+        except MediaError as exc:
+            raise UsageError(str(exc)) from None
     loc = open_localizer(args)
     report = bench.benchmark(loc, frame, audio, rate, args.runs, args.warmup)
     if args.json:
@@ -430,10 +270,6 @@ def cmd_info(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------------------------
 # main
 
-register_command("run", "overlay video (with its audio) and per-frame JSON lines from a video file", configure_run,
-                 cmd_run, "Localize every frame of VIDEO with the sound heard up to it (the 1 s ending at the "
-                 "frame, re-encoded every --hop seconds) and write the overlay video with the original sound "
-                 "(mono, at its own rate) muxed back, plus one JSON line per frame.")
 register_command("eval", "the training-side evaluation table of the exported model on an AV-COCO folder",
                  configure_eval, cmd_eval, "Score the bundle on AV-COCO data with the same code and predictions "
                  "as `python -m training.evaluate` (model column plus uniform/Gaussian baselines).")
@@ -451,7 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"avsl-edge {__version__}")
     p.add_argument("-v", "--verbose", action="store_true", help="log the backend and provider choices")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for cmd in discover_commands().values():  # run, eval, bench, info, then live and any plug-in
+    for cmd in discover_commands().values():  # run, eval, bench, info, live, then any plug-in
         sp = sub.add_parser(cmd.name, help=cmd.help, description=cmd.description)
         cmd.configure(sp)
         sp.set_defaults(handler=cmd.handler)

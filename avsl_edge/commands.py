@@ -22,20 +22,26 @@ from typing import Any
 
 from .api import load
 from .backends import BACKENDS
+from .boxes import BOX_METHODS
 from .bundle import VARIANTS, json_default
 from .variant_choice import ACCURACY_POINTS, AUTO_VARIANT
 from .errors import UserError
 from .fileio import atomic_path
 from .fileio import check_outputs  # noqa: F401 - the output guard every command runs before any work
-from .options import thread_count
+from .options import MAX_HOP_S, int_in, thread_count
+from .overlay import STYLES
 from .registry import resolve_model
+from .rules import IN_VIEW_SCORES
+from .streaming import DecisionHold
 
 log = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "avsl_edge.commands"
 # The commands this distribution ships outside avsl_edge: found without the entry-point metadata too
 # (a source checkout on PYTHONPATH, an editable install made before the group existed).
-BUILTIN_COMMANDS = {"live": "runtime.live_command:LIVE"}
+BUILTIN_COMMANDS = {"run": "runtime.run_command:RUN", "live": "runtime.live_command:LIVE"}
+# The order of ``avsl-edge --help``: the file commands, then the rest as registered.
+COMMAND_ORDER = ("run", "eval", "bench", "info", "live")
 
 MAX_SIDE = 7680  # bench --size, live --camera-size: an 8K frame's width
 
@@ -82,7 +88,8 @@ def load_command(name: str, source: str) -> Command:
 
 
 def discover_commands() -> dict[str, Command]:
-    """Register every command of :func:`command_sources` not registered yet; returns :data:`COMMANDS`.
+    """Register every command of :func:`command_sources` not registered yet; returns the commands
+    in :data:`COMMAND_ORDER`, then any others as registered.
     A third-party command that cannot be imported is left out with a warning, so it cannot break the others."""
     for name, source in command_sources().items():
         if name in COMMANDS:
@@ -93,7 +100,8 @@ def discover_commands() -> dict[str, Command]:
             if name in BUILTIN_COMMANDS and source == BUILTIN_COMMANDS[name]:
                 raise
             log.warning("avsl-edge: left out the command %r (%s): %s", name, source, exc)
-    return COMMANDS
+    rank = {name: i for i, name in enumerate(COMMAND_ORDER)}
+    return {name: COMMANDS[name] for name in sorted(COMMANDS, key=lambda n: rank.get(n, len(rank)))}
 
 
 # --------------------------------------------------------------------------------------------
@@ -122,11 +130,47 @@ def add_model_options(p: argparse.ArgumentParser, backend: bool = True, variant:
                    help="ONNX Runtime inter-op threads (default 0: its default; at most 4 per core)")
 
 
-def add_hold_option(p: argparse.ArgumentParser) -> None:
-    """--hold, the :class:`avsl_edge.streaming.DecisionHold` of ``run`` and ``live``."""
+def add_stream_options(p: argparse.ArgumentParser) -> None:
+    """The options of the streaming commands (``run``, ``live``): the hop schedule, the
+    :class:`avsl_edge.streaming.DecisionHold`, the JSON lines, the drawing, the frame limit, the rules."""
+    p.add_argument("--hop", type=float, default=0.25, metavar="SECONDS",
+                   help="recompute the audio embedding every SECONDS on the last 1 s of sound (default 0.25); "
+                        "frames in between reuse it")
     p.add_argument("--hold", type=float, default=0.5, metavar="SECONDS",
                    help="keep a class's box for SECONDS after the last frame that named it, so boxes do not "
                         "flicker (default 0.5; 0 = every frame on its own)")
+    p.add_argument("--json", metavar="OUT.jsonl", type=Path,
+                   help="one JSON line per frame drawn: frame, media_time, camera_index, elapsed, latency_ms, "
+                        "audio_level_db, audio_class, then the result (boxes in the video's pixels)")
+    p.add_argument("--style", choices=STYLES, default="heat", help="map drawing (default heat)")
+    p.add_argument("--max-frames", type=int_in(1, 10**9), metavar="N", help="stop after N frames")
+    p.add_argument("--in-view-threshold", type=float, metavar="X",
+                   help="override the bundle's calibrated in-view threshold (0..1; 0 names the heard class "
+                        "whenever the audio gate is open)")
+    p.add_argument("--in-view-score", choices=IN_VIEW_SCORES,
+                   help="what the in-view threshold applies to: the av map's max (av_score), how much the frame "
+                        "shows the heard class (presence) or the av map where the heard class is seen (heard_av); "
+                        "default: the bundle's calibrated choice")
+    p.add_argument("--box-tau", type=float, metavar="X",
+                   help="override the bundle's calibrated box cut (0..1: a class's box bounds where the av map is "
+                        "above X times its max, or GrabCut's probable foreground)")
+    p.add_argument("--box-method", choices=BOX_METHODS,
+                   help="override the bundle's calibrated way of cutting boxes: map (the av map's blob, cheap) or "
+                        "grabcut (the objects' outlines on the frame, 20-30 ms a frame on one core)")
+
+
+def check_stream_options(args: argparse.Namespace) -> dict[str, float | str | None]:
+    """Check what :func:`add_stream_options` parsed (before any model or device opens); returns the
+    rule overrides for :func:`open_localizer`."""
+    if not 0 < args.hop <= MAX_HOP_S:  # NaN fails too
+        raise UsageError(f"--hop must be > 0 and at most {MAX_HOP_S:g} seconds, got {args.hop}")
+    DecisionHold(args.hold)  # HoldError (a UserError) names a bad --hold
+    for name in ("in_view_threshold", "box_tau"):
+        value = getattr(args, name)
+        if value is not None and not 0.0 <= value <= 1.0:
+            raise UsageError(f"--{name.replace('_', '-')} must be in [0, 1], got {value}")
+    return {"in_view_threshold": args.in_view_threshold, "in_view_score": args.in_view_score,
+            "box_tau": args.box_tau, "box_method": args.box_method}
 
 
 def model_input(args: argparse.Namespace) -> Path | None:

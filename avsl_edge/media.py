@@ -3,6 +3,7 @@
     write_video("out.mp4", frames_rgb, fps=29.97, audio=clip, sample_rate=16000)
     info = probe("out.mp4")            # VideoInfo(fps=29.97, frames=..., has_audio=True, ...)
     sound = read_audio_track("out.mp4")  # float32 mono, 16 kHz
+    sound, rate = read_sound("any.wav")  # an audio file or a media file's track, at its own rate
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ from collections.abc import Iterable
 import av
 import numpy as np
 
+import soundfile
+
 from .errors import UserError
-from .audio import SAMPLE_RATE, resample, to_mono_float32
+from .audio import SAMPLE_RATE, load_audio, resample, to_mono_float32
 from .fileio import commit, temp_sibling
 
 
@@ -211,3 +214,25 @@ def read_audio_track(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE) ->
     if known is not None and 0 < known < mono.shape[0]:
         mono = mono[:known]
     return resample(mono, rate, sample_rate)
+
+
+def read_sound(path: str | os.PathLike) -> tuple[np.ndarray, int]:
+    """(float32 mono at the file's own rate, that rate) of an audio file (soundfile) or of a media
+    file's first audio track (PyAV)."""
+    path = Path(path)
+    if not path.is_file():
+        raise MediaError(f"{path}: no such audio or video file")
+    try:
+        rate = int(soundfile.info(str(path)).samplerate)
+    except Exception:  # noqa: BLE001 - not a file libsndfile reads: try FFmpeg
+        rate = None
+    if rate:
+        return load_audio(path, sample_rate=rate), rate
+    try:
+        with av.open(str(path)) as c:
+            if not c.streams.audio:
+                raise MediaError(f"{path}: has no audio track")
+            rate = int(c.streams.audio[0].rate)
+    except av.FFmpegError as exc:
+        raise MediaError(f"{path}: unreadable audio ({exc})") from None
+    return read_audio_track(path, rate), rate

@@ -12,7 +12,7 @@ or a stream URL (RTSP/HTTP), as OpenCV takes them; ``--mic`` a sounddevice index
 name, or an audio file replayed in real time. The streaming machinery is the rest of the ``runtime``
 package (it loads with the CLI's parser, and needs nothing the CLI has not loaded already): a camera
 thread keeping only the newest frame, a sounddevice ``InputStream`` whose callback only queues
-blocks, a ring buffer with the stream's timestamps, and :class:`runtime.scheduler.LiveLoop`: the audio embedding is recomputed every
+blocks, a ring buffer with the stream's timestamps, and :class:`runtime.scheduler.StreamLoop`: the audio embedding is recomputed every
 ``--hop`` seconds on the last second of sound (optionally on a second thread, ``--audio-worker``),
 the image path runs on every frame the loop gets, and frames that arrive while it is busy are
 dropped, never queued, so latency stays bounded.
@@ -41,17 +41,14 @@ Torch-free: numpy, OpenCV, ONNX Runtime (via the Localizer), sounddevice for the
 from __future__ import annotations
 
 import argparse
-import collections
 import contextlib
 import dataclasses
-import json
 import math
 import os
 import re
 import sys
-import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,28 +56,25 @@ from typing import Any
 import cv2
 import numpy as np
 
-from avsl_edge.timing import summary
 from avsl_edge.audio import AudioError
-from avsl_edge.boxes import BOX_METHODS
-from avsl_edge.commands import (MAX_SIDE, Command, UsageError, add_hold_option, add_model_options, check_outputs, model_input,
-                                open_localizer, write_json)
+from avsl_edge.commands import (MAX_SIDE, Command, UsageError, add_model_options, add_stream_options, check_outputs,
+                                check_stream_options, model_input, open_localizer, write_json)
 from avsl_edge.fileio import atomic_path
-from avsl_edge.localizer import IN_VIEW_SCORES
-from avsl_edge.options import MAX_HOP_S, int_in
-from avsl_edge.overlay import FONT, STYLES, class_colour, scale_of
+from avsl_edge.options import int_in
+from avsl_edge.overlay import FONT, class_colour, scale_of
 from avsl_edge.result import Box, Result
-from avsl_edge.streaming import DecisionHold, frame_line
+from avsl_edge.streaming import DecisionHold
 from avsl_edge.variant_choice import AUTO_VARIANT
 
 from .camera import CameraError, CameraSource, describe_cameras, list_cameras, parse_camera_spec
+from .frame_steps import STAGE_ORDER, FrameSteps, truncation_warnings
 from .microphone import MicrophoneError, find_input_device, list_devices, open_audio_source
-from .scheduler import LiveLoop, StopSignals
+from .scheduler import StopSignals, StreamLoop
 
 # ---------------------------------------------------------------------------------------------------- HUD
 
 MAX_DISPLAY_MIN = 2160  # --display-min: a 4K frame's shorter side (larger upscales cost memory, show nothing more)
 LEVEL_FLOOR_DB = -60.0  # the level meter's empty end; its full end is 0 dBFS
-STAGE_ORDER = ("audio", "preprocess", "image", "head", "postprocess", "draw")
 STAGE_LABELS = {"preprocess": "pre", "postprocess": "post"}
 
 Colour = tuple[int, int, int]
@@ -320,39 +314,20 @@ def configure_live(p: argparse.ArgumentParser) -> None:
     p.add_argument("--record", metavar="OUT.mp4", type=Path,
                    help="record the overlay video (with the HUD) and the captured sound (.mp4, .mov or .mkv)")
     p.add_argument("--no-display", action="store_true", help="no window (headless machines)")
-    p.add_argument("--max-frames", type=int_in(1, 10**9), metavar="N", help="stop after N processed frames")
-    add_hold_option(p)
-    p.add_argument("--hop", type=float, default=0.25, metavar="SECONDS",
-                   help="recompute the audio embedding every SECONDS on the last 1 s of sound (default 0.25)")
     p.add_argument("--audio-worker", action="store_true",
                    help="compute the audio embedding on a second thread, overlapping the image path")
     p.add_argument("--workers", type=int, default=1, metavar="N",
                    help="process up to N frames at once (default 1); 2 keeps 30 fps on 2 cores with GrabCut boxes, "
                         "whose 20-30 ms a frame run on one core while the next frame's image net runs")
-    p.add_argument("--json", metavar="OUT.jsonl", type=Path,
-                   help="one JSON line per processed frame (boxes in camera pixels, classes, scores, timings)")
     p.add_argument("--summary-json", metavar="OUT.json", type=Path,
                    help="write the end-of-run summary (frames, FPS, latency, stages, drops, recording) as JSON")
-    p.add_argument("--style", choices=STYLES, default="heat", help="map drawing (default heat)")
     p.add_argument("--display-min", type=int_in(0, MAX_DISPLAY_MIN), default=480, metavar="PX",
                    help="draw frames whose shorter side is below PX upscaled to PX, so the HUD stays readable "
                         "(default 480; 0: the camera's size; at most 2160); applies to the window and the recording")
     p.add_argument("--camera-size", metavar="WxH", help="ask a live camera for this resolution (e.g. 1280x720)")
-    p.add_argument("--in-view-threshold", type=float, metavar="X",
-                   help="override the bundle's calibrated in-view threshold (0..1; 0 names the heard class "
-                        "whenever the audio gate is open)")
-    p.add_argument("--in-view-score", choices=IN_VIEW_SCORES,
-                   help="what the in-view threshold applies to: the av map's max (av_score), how much the frame "
-                        "shows the heard class (presence) or the av map where the heard class is seen (heard_av); "
-                        "default: the bundle's calibrated choice")
-    p.add_argument("--box-tau", type=float, metavar="X",
-                   help="override the bundle's calibrated box cut (0..1: a class's box bounds where the av map is "
-                        "above X times its max, or GrabCut's probable foreground)")
-    p.add_argument("--box-method", choices=BOX_METHODS,
-                   help="override the bundle's calibrated way of cutting boxes: map (the av map's blob, cheap) or "
-                        "grabcut (the objects' outlines on the frame, 20-30 ms a frame on one core)")
     p.add_argument("--snapshot-dir", metavar="DIR", type=Path, default=Path("."),
                    help="where the s key saves snapshots (default: the current folder)")
+    add_stream_options(p)
     add_model_options(p, variant=AUTO_VARIANT)
 
 
@@ -371,9 +346,6 @@ def _check_args(args: argparse.Namespace) -> tuple[int, int] | None:
     if args.camera is None:
         raise UsageError("--camera is required: an index (0), a video file or a stream URL (--list-devices shows "
                          "the cameras)")
-    if not 0 < args.hop <= MAX_HOP_S:  # NaN fails too
-        raise UsageError(f"--hop must be > 0 and at most {MAX_HOP_S:g} seconds, got {args.hop}")
-    DecisionHold(args.hold)  # a bad --hold fails here, before the model and the devices open
     if not 1 <= args.workers <= 8:
         raise UsageError(f"--workers must be 1..8 frames processed at once, got {args.workers}")
     if args.record is not None and args.record.suffix.lower() not in (".mp4", ".mov", ".mkv"):
@@ -412,70 +384,10 @@ def _check_mic(spec: str | None) -> None:
         raise UsageError(f"--mic: {exc}") from None
 
 
-def summary_or_none(ms: Sequence[float]) -> dict[str, float] | None:
-    """The run summary's entry for one stage: its :class:`avsl_edge.timing.Timing`, None if it never ran."""
-    return summary(ms).to_dict() if len(ms) else None
-
-
-class _Rolling:
-    """Recent values of one stage (for the HUD) and all of them (for the summary), in ms."""
-
-    def __init__(self, recent: int = 60):
-        self.recent: collections.deque = collections.deque(maxlen=recent)
-        self.all: list[float] = []
-        self._lock = threading.Lock()  # the audio stage is added to by the audio worker
-
-    def add(self, ms: float) -> None:
-        with self._lock:
-            self.recent.append(ms)
-            self.all.append(ms)
-
-    def median(self) -> float:
-        with self._lock:
-            values = list(self.recent)
-        return float(np.median(values)) if values else float("nan")
-
-
-@dataclass
-class RunLog:
-    """What a live run keeps for its HUD and its end-of-run summary."""
-
-    stages: dict[str, _Rolling] = field(default_factory=lambda: {k: _Rolling() for k in STAGE_ORDER})
-    latency: _Rolling = field(default_factory=_Rolling)
-    heard: collections.Counter = field(default_factory=collections.Counter)       # frames per class shown
-    audio_classes: collections.Counter = field(default_factory=collections.Counter)  # frames per top audio class
-    ready_times: list[float] = field(default_factory=list)                          # when each overlay was ready
-
-    def summary(self, reason: str, loc: Any, camera: Any, mic: Any, stats: Any, recorder: Any,
-                recording: Path | None, window: LiveWindow | None, warnings: list[str]) -> dict[str, Any]:
-        """The end-of-run summary (printed by :func:`summary_text`, written by ``--summary-json``)."""
-        frames = len(self.ready_times)
-        span = self.ready_times[-1] - self.ready_times[0] if frames > 1 else 0.0
-        rec = recorder if recorder is not None and recording else None
-        choice = loc.backend.variant_choice
-        return {
-            "reason": reason, "frames": frames, "seconds": round(span, 3),
-            "fps": round((frames - 1) / span, 2) if span > 0 else 0.0,
-            "latency_ms": summary_or_none(self.latency.all),
-            "stages_ms": {k: summary_or_none(v.all) for k, v in self.stages.items()},
-            "camera": camera.spec.label, "camera_frames": stats.camera_frames, "camera_dropped": stats.camera_dropped,
-            "mic": mic.label, "audio_blocks": stats.audio_blocks, "audio_updates": stats.audio_updates,
-            "mic_overflows": stats.mic_overflows, "mic_queue_drops": int(getattr(mic, "queue_drops", 0)),
-            "heard": dict(self.heard.most_common()), "audio_classes": dict(self.audio_classes.most_common()),
-            "model": str(loc.bundle.root), "variant": loc.backend.variant, "backend": loc.backend.description,
-            "variant_choice": choice.to_dict() if choice is not None else None,
-            "rules": loc.rules.to_dict(),
-            "recording": str(recording) if recording else None,
-            "recording_frames": rec.frames if rec is not None else None,
-            "recording_repeated": rec.frames_repeated if rec is not None else None,
-            "snapshots": [str(p) for p in window.snapshots] if window is not None else [],
-            "warnings": warnings,
-        }
-
-
 def cmd_live(args: argparse.Namespace) -> int:
     if args.list_devices:
         return _print_devices()
+    rules = check_stream_options(args)  # a bad --hop, --hold or rule fails here, before the model and devices
     camera_size = _check_args(args)
     try:
         spec = parse_camera_spec(args.camera)  # a missing file or device fails here, before the model loads
@@ -483,12 +395,7 @@ def cmd_live(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     _check_mic(args.mic)
     _check_outputs(args, str(spec.target) if spec.kind == "file" else None)
-    for name in ("in_view_threshold", "box_tau"):
-        value = getattr(args, name)
-        if value is not None and not 0.0 <= value <= 1.0:
-            raise UsageError(f"--{name.replace('_', '-')} must be in [0, 1], got {value}")
-    loc = open_localizer(args, in_view_threshold=args.in_view_threshold, in_view_score=args.in_view_score,
-                         box_tau=args.box_tau, box_method=args.box_method)
+    loc = open_localizer(args, **rules)
     camera = mic = None
     window = None if args.no_display else LiveWindow(snapshot_dir=args.snapshot_dir)
     # From here on Ctrl-C / SIGTERM is a stop request; later ones are ignored until the recording,
@@ -528,40 +435,17 @@ def variant_label(backend: Any) -> str:
     return f"{backend.variant} ({choice.short})" if choice is not None else backend.variant
 
 
-def run_warnings(camera: Any, reason: str) -> list[str]:
-    """What the end-of-run summary warns about: a video file that ended well before its header said."""
-    expected = getattr(camera, "frame_count", None)
-    if reason == "camera_ended" and expected and camera.frames_read < expected - 1:
-        return [f"{camera.spec.label} looks truncated: {camera.frames_read} frames read, {expected} "
-                "expected from its header"]
-    return []
-
-
 def _run(args: argparse.Namespace, loc: Any, camera: Any, mic: Any, window: LiveWindow | None,
          t_open: float, signals: Any) -> int:
     colours = {c: class_colour(i) for i, c in enumerate(loc.classes)}
-    hold = DecisionHold(args.hold)
     variant = variant_label(loc.backend)
     gate_db = float(loc.rules.audio_gate_db)
-    log = RunLog()
-    stages, latency = log.stages, log.latency
-    json_file = None
     print(f"live: {camera.spec.label} ({camera.size[0]}x{camera.size[1]} @ {camera.fps:g} fps) + {mic.label} -> "
           f"{loc.bundle.root} ({loc.backend.description}); "
           + ("Ctrl-C stops" if window is None else "q or Esc quits, s saves a snapshot, Ctrl-C stops"),
           file=sys.stderr, flush=True)
 
-    def encode(window_samples: np.ndarray) -> Any:  # every hop (on the audio worker with --audio-worker)
-        state = loc.encode_audio(window_samples, mic.sample_rate)
-        stages["audio"].add(state.ms)
-        return state
-
-    def infer(frame: Any, state: Any) -> Any:  # every frame; on a worker thread with --workers > 1
-        return loc.localize_frame(frame.image, state, rgb=True)
-
-    def finish(frame: Any, r: Any) -> np.ndarray:  # every frame, in capture order; `loop` is the LiveLoop below
-        t_draw = time.perf_counter()
-        r = hold.update(frame.timestamp, r)
+    def draw(frame: Any, r: Result, level: float) -> np.ndarray:  # the overlay with the HUD
         h, w = display_size(*frame.image.shape[:2], args.display_min)
         if (h, w) != frame.image.shape[:2]:
             big = cv2.resize(frame.image, (w, h), interpolation=cv2.INTER_LINEAR)
@@ -569,39 +453,24 @@ def _run(args: argparse.Namespace, loc: Any, camera: Any, mic: Any, window: Live
         else:
             out = r.plot(style=args.style, legend=False)
         st = loop.stats()
-        level = loop.ring.level_db(0.1)
         lat = st.stages.get("latency")
         hud = Hud(fps=st.fps, latency_ms=lat.median_ms if lat else None, latency_p90_ms=lat.p90_ms if lat else None,
-                  stages_ms={k: v.median() for k, v in stages.items()},
-                  level_db=level, gate_db=gate_db, dropped=st.camera_dropped, overflows=st.mic_overflows,
+                  stages_ms=steps.log.stage_medians_ms(), level_db=level, gate_db=gate_db,
+                  dropped=st.camera_dropped, overflows=st.mic_overflows,
                   heard=tuple((b, r.scores[b]) for b in r.sounding), status=hud_status(r), colours=colours,
                   variant=variant)
         draw_hud(out, hud, rgb=True)
-        for k in ("preprocess", "image", "head", "postprocess"):
-            if k in r.speed:
-                stages[k].add(r.speed[k])
-        stages["draw"].add((time.perf_counter() - t_draw) * 1000.0)
-        top = loc.classes[int(np.argmax(r.class_probs))] if r.gate_open else None
-        log.heard.update(r.sounding)
-        if top is not None:
-            log.audio_classes[top] += 1
-        ready = time.monotonic()
-        latency.add((ready - frame.timestamp) * 1000.0)
-        log.ready_times.append(ready)
-        if json_file is not None:
-            line = frame_line(len(log.ready_times) - 1, frame.media_time, r, camera_index=frame.index,
-                              elapsed=round(frame.timestamp - t_open, 4), latency_ms=round(latency.all[-1], 2),
-                              audio_level_db=round(level, 2), audio_class=top)
-            json_file.write(json.dumps(line) + "\n")
         return out
 
-    loop = LiveLoop(camera, mic, encode, infer, finish_frame=finish, workers=args.workers, hop=args.hop,
-                    max_frames=args.max_frames, recorder=args.record, display=window, audio_worker=args.audio_worker,
-                    close_sources=True, stop=signals.event, handle_signals=False)
     failure: BaseException | None = None
     with contextlib.ExitStack() as stack:
-        if args.json:
-            json_file = stack.enter_context(open(stack.enter_context(atomic_path(args.json)), "w"))
+        json_file = stack.enter_context(open(stack.enter_context(atomic_path(args.json)), "w")) if args.json else None
+        steps = FrameSteps(loc, DecisionHold(args.hold), draw, mic.sample_rate, json_file, t_open)
+        loop = StreamLoop(camera, mic, steps.encode, steps.infer, finish_frame=steps.finish, workers=args.workers,
+                          hop=args.hop, max_frames=args.max_frames, recorder=args.record, display=window,
+                          audio_worker=args.audio_worker, close_sources=True, stop=signals.event,
+                          handle_signals=False)
+        steps.attach(loop)
         try:
             res = loop.run()
             reason, recording = res.reason, res.recording
@@ -611,10 +480,11 @@ def _run(args: argparse.Namespace, loc: Any, camera: Any, mic: Any, window: Live
             failure, reason = exc, "device_failed"
             rec = loop.recorder
             recording = rec.path if rec is not None and rec.path.is_file() else None
-    warnings = run_warnings(camera, reason)
+    warnings = truncation_warnings(camera, reason)
     for w in warnings:
         print(f"warning: {w}", file=sys.stderr, flush=True)
-    run_summary = log.summary(reason, loc, camera, mic, loop.stats(), loop.recorder, recording, window, warnings)
+    run_summary = steps.log.summary(reason, loc, camera, mic, loop.stats(), loop.recorder, recording,
+                                    window.snapshots if window is not None else [], warnings)
     frames = run_summary["frames"]
     if args.summary_json:
         write_json(args.summary_json, run_summary)

@@ -300,26 +300,31 @@ class MicSource:
 class FileAudioSource:
     """An audio file replayed as if it were a microphone: block ``k`` becomes available when its
     last sample "has been captured", ``block`` seconds apart on the monotonic clock from the moment
-    the source is created. ``realtime=False`` makes every block available at once (timestamps
-    still follow the file's own timeline). ``loop`` restarts at the end instead of ending."""
+    the source is created (or from ``start`` on that clock: ``start=0.0`` puts the timestamps on
+    the file's own timeline, for offline runs). ``realtime=False`` makes every block available at
+    once. ``loop`` restarts at the end instead of ending. ``samples``: the sound already decoded
+    (mono float32 at ``sample_rate``; ``path`` then only names it)."""
 
     overflows = 0  # same counters as MicSource; a file never overflows
     queue_drops = 0
 
     def __init__(self, path: str | os.PathLike, realtime: bool = True, sample_rate: int = SAMPLE_RATE,
-                 block: float = 0.02, *, loop: bool = False):
+                 block: float = 0.02, *, loop: bool = False, start: float | None = None,
+                 samples: np.ndarray | None = None):
         if block <= 0:
             raise ValueError(f"block must be > 0, got {block}")
         self.path = Path(path)
         self.label = f"audio file {self.path}"
-        self.audio = load_audio(self.path, sample_rate=sample_rate)  # AudioError names the file
+        if samples is None:
+            samples = load_audio(self.path, sample_rate=sample_rate)  # AudioError names the file
+        self.audio = np.asarray(samples, np.float32)
         self.sample_rate = int(sample_rate)
         self.realtime = realtime
         self.loop = loop
         self.block_frames = max(1, int(round(block * sample_rate)))
         self.duration = self.audio.shape[0] / self.sample_rate
         self.blocks = 0
-        self._t0 = time.monotonic()
+        self._t0 = time.monotonic() if start is None else float(start)
         self._closed = False
 
     def read(self, timeout: float | None = 0.0) -> AudioBlock | None:

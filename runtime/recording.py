@@ -53,10 +53,13 @@ class LiveRecorder:
     def frames(self) -> int:
         return self.writer.frames
 
-    def add_frame(self, rgb: np.ndarray, frame) -> None:
-        """``frame``: the camera Frame the overlay was made from (``timestamp``, ``media_time``)."""
+    def add_frame(self, rgb: np.ndarray, frame, capture_time: float | None = None) -> None:
+        """``frame``: the camera Frame the overlay was made from (``timestamp``, ``media_time``);
+        ``capture_time``: its time on the audio blocks' clock (default ``frame.timestamp``; an
+        offline run's audio is on the media timeline)."""
         if self.t0 is None:
-            self.t0, self._media0 = float(frame.timestamp), float(frame.media_time)
+            self.t0 = float(frame.timestamp if capture_time is None else capture_time)
+            self._media0 = float(frame.media_time)
         slot = int(round((frame.media_time - self._media0) * self.fps))
         if slot < self.writer.frames:
             self.frames_skipped += 1

@@ -1,9 +1,9 @@
-"""The live loop: camera frames + audio windows -> overlays, with bounded latency.
+"""The streaming loop: frames + audio windows -> overlays, live (bounded latency) or offline (every frame).
 
-    loop = LiveLoop(CameraSource(0), MicSource(), encode_audio=model.encode_audio,
+    loop = StreamLoop(CameraSource(0), MicSource(), encode_audio=model.encode_audio,
                     process_frame=lambda frame, state: model.localize_frame(frame.image, state),
                     hop=0.25, recorder="out.mp4", display=window.show, max_frames=None)
-    result = loop.run()            # LiveResult(reason="interrupted", frames=..., stats=LiveStats(...))
+    result = loop.run()            # StreamResult(reason="interrupted", frames=..., stats=StreamStats(...))
 
 Scheduling:
   * audio: the embedding is recomputed every ``hop`` seconds (default 0.25) on the last
@@ -19,6 +19,13 @@ Scheduling:
     the frame rate when one frame's work cannot use every core; latency stays about one inference;
   * a pump thread moves audio blocks from the source into the :class:`~runtime.ring.AudioRing`
     (and to the recorder) as they arrive.
+
+Offline (``realtime=False``, what ``avsl-edge run`` does with a video file): the same steps on
+the file's own timeline. The camera hands over every frame (``CameraSource(file, realtime=False)``)
+and the audio source is read on the media timeline (``FileAudioSource(..., realtime=False,
+start=0.0)``): before each frame the loop reads the audio up to the frame's ``media_time``, hops
+fall on media time, nothing is dropped, and the output is the same however fast the machine is
+(``latency`` is then from a frame's decoding to its overlay).
 
 Exit paths (all close the sources, stop the threads and finalise the recording): ``max_frames``
 reached, the camera file ended, ``stop`` set, SIGINT/SIGTERM (handled as a stop request when run
@@ -56,23 +63,36 @@ from .ring import AudioRing
 
 
 class RollingStats:
-    """Median / p90 / max of the last ``window`` durations (seconds in, milliseconds out); thread-safe."""
+    """Median / p90 / max of the last ``window`` durations (seconds in, milliseconds out); thread-safe.
+    ``keep_all``: also keep every value, for an end-of-run summary (:meth:`summary_all`)."""
 
-    def __init__(self, window: int = 100):
+    def __init__(self, window: int = 100, keep_all: bool = False):
         if window <= 0:
             raise ValueError(f"window must be > 0, got {window}")
         self._values: collections.deque = collections.deque(maxlen=window)
+        self._all: list[float] | None = [] if keep_all else None
         self._lock = threading.Lock()
         self.total = 0
 
     def add(self, seconds: float) -> None:
         with self._lock:
             self._values.append(float(seconds))
+            if self._all is not None:
+                self._all.append(float(seconds))
             self.total += 1
 
     def summary(self) -> Timing:
+        """The last ``window`` values."""
         with self._lock:
             seconds = list(self._values)
+        return summary([1000.0 * v for v in seconds])
+
+    def summary_all(self) -> Timing:
+        """Every value since the start (``keep_all=True`` only)."""
+        if self._all is None:
+            raise ValueError("summary_all needs RollingStats(keep_all=True)")
+        with self._lock:
+            seconds = list(self._all)
         return summary([1000.0 * v for v in seconds])
 
 
@@ -145,7 +165,7 @@ class StopSignals:
 
 
 @dataclass(frozen=True)
-class LiveStats:
+class StreamStats:
     """A snapshot of the loop. Stages (median/p90 ms): ``audio`` encode_audio, ``frame``
     process_frame, ``record``, ``display``, ``latency`` capture -> overlay ready, ``audio_lag``
     frame capture time - end of the audio window its state was computed from, ``capture`` audio
@@ -172,13 +192,13 @@ class LiveStats:
 
 
 @dataclass(frozen=True)
-class LiveResult:
+class StreamResult:
     """How a run ended: ``reason`` is one of "max_frames", "camera_ended", "stopped", "interrupted",
     "display_closed" (an error is raised instead)."""
 
     reason: str
     frames: int
-    stats: LiveStats
+    stats: StreamStats
     recording: Path | None
 
 
@@ -203,7 +223,7 @@ class AudioSource(Protocol):
 _STAGES = ("audio", "frame", "record", "display", "latency", "audio_lag", "capture")
 
 
-class LiveLoop:
+class StreamLoop:
     """Run ``process_frame(frame, encode_audio(window))`` on a live camera + audio source.
 
     ``encode_audio(window: (16000,) float32) -> state``; ``process_frame(frame: Frame, state) ->
@@ -230,17 +250,21 @@ class LiveLoop:
         max_frames: int | None = None,
         recorder: VideoWriter | LiveRecorder | str | os.PathLike | None = None,
         record_fps: float | None = None,
-        display: Callable[[np.ndarray, LiveStats], bool | None] | None = None,
+        display: Callable[[np.ndarray, StreamStats], bool | None] | None = None,
         audio_worker: bool = False,
         ring: AudioRing | None = None,
         stats_window: int = 100,
         handle_signals: bool = True,
         close_sources: bool = True,
+        realtime: bool = True,
     ):
         if max_frames is not None and max_frames <= 0:
             raise ValueError(f"max_frames must be > 0, got {max_frames}")
         if not isinstance(workers, int) or workers < 1:
             raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
+        if not realtime and audio_worker:
+            raise ValueError("audio_worker needs realtime=True: offline, audio is read in step with the frames")
+        self.realtime = bool(realtime)
         self.camera, self.audio = camera, audio
         self.encode_audio, self.process_frame = encode_audio, process_frame
         self.finish_frame, self.workers = finish_frame, workers
@@ -274,9 +298,9 @@ class LiveLoop:
 
     # ------------------------------------------------------------------------------------- stats
 
-    def stats(self) -> LiveStats:
+    def stats(self) -> StreamStats:
         cam = self.camera
-        return LiveStats(
+        return StreamStats(
             frames=self.frames, fps=self._fps.rate(),
             camera_frames=int(getattr(cam, "frames_read", self.frames)),
             camera_dropped=int(getattr(cam, "frames_dropped", 0)),
@@ -325,6 +349,29 @@ class LiveLoop:
         except BaseException as exc:
             self._errors.append(exc)
 
+    def _pull_audio(self, until: float) -> None:
+        """Offline: read the audio source (on the media timeline) until the ring reaches ``until``."""
+        while self.audio is not None and not self.audio_ended:
+            newest = self.ring.latest_time
+            if newest is not None and newest >= until:
+                return
+            try:
+                block = self.audio.read(timeout=0.0)
+            except AudioEnded:
+                self.audio_ended = True
+                return
+            if block is None:
+                continue
+            self.ring.push(block.samples, block.t_end)
+            self.audio_blocks += 1
+            if self.recorder is not None:
+                self._rec_audio.append(block)
+
+    def clock(self, frame: Frame) -> float:
+        """A frame's time on the loop's clock: capture time live, media time offline (the audio
+        source's timestamps are on the same clock)."""
+        return frame.timestamp if self.realtime else frame.media_time
+
     def _update_audio(self, end_time: float | None) -> None:
         window, t_end = self.ring.window(end_time=end_time, seconds=self.window_seconds)
         t = time.monotonic()
@@ -362,10 +409,10 @@ class LiveLoop:
         if self._errors:
             raise self._errors[0]
 
-    def run(self) -> LiveResult:
-        """Run until a stop condition; returns how it ended. Call once per LiveLoop."""
+    def run(self) -> StreamResult:
+        """Run until a stop condition; returns how it ended. Call once per StreamLoop."""
         if self._ran:
-            raise RuntimeError("a LiveLoop runs once (its sources are closed afterwards); make a new one")
+            raise RuntimeError("a StreamLoop runs once (its sources are closed afterwards); make a new one")
         self._ran = True
         signals = StopSignals(self.stop) if self.handle_signals else None
         if signals is not None:
@@ -374,7 +421,7 @@ class LiveLoop:
         failed = False
         try:
             self._open_recorder()
-            if self.audio is not None:
+            if self.audio is not None and self.realtime:
                 self._start(self._pump, "live:audio-pump")
             schedule = HopSchedule(self.hop)
             if self.audio_worker:
@@ -404,8 +451,11 @@ class LiveLoop:
                         break
                     if frame is None:
                         continue
-                    if not self.audio_worker and schedule.due(frame.timestamp):
-                        self._update_audio(end_time=frame.timestamp)
+                    t_frame = self.clock(frame)
+                    if not self.realtime:
+                        self._pull_audio(t_frame)
+                    if not self.audio_worker and schedule.due(t_frame):
+                        self._update_audio(end_time=t_frame)
                     with self._state_lock:
                         state, state_t_end = self._state, self._state_t_end
                     t = time.monotonic()
@@ -430,7 +480,7 @@ class LiveLoop:
             finally:
                 if signals is not None:
                     signals.__exit__(None, None, None)
-        return LiveResult(reason, self.frames, self.stats(), recording)
+        return StreamResult(reason, self.frames, self.stats(), recording)
 
     def _handle(self, frame: Frame, state_t_end: float, started: float, done: Future) -> str | None:
         """Finish one processed frame (in capture order): overlay, stats, recorder, display. Returns
@@ -440,13 +490,13 @@ class LiveLoop:
         ready = time.monotonic()
         self._stats["frame"].add(ready - started)
         self._stats["latency"].add(ready - frame.timestamp)
-        self._stats["audio_lag"].add(frame.timestamp - state_t_end)
+        self._stats["audio_lag"].add(self.clock(frame) - state_t_end)
         self._fps.tick(ready)
         self.frames += 1
         if self.recorder is not None:
             t = time.monotonic()
             self._feed_recorder_audio()
-            self.recorder.add_frame(np.asarray(overlay), frame)
+            self.recorder.add_frame(np.asarray(overlay), frame, capture_time=self.clock(frame))
             self._stats["record"].add(time.monotonic() - t)
         if self.display is not None:
             t = time.monotonic()
@@ -473,6 +523,8 @@ class LiveLoop:
         errors: list[BaseException] = []
         if self.recorder is not None:
             try:
+                if not self.realtime and not failed:  # the sound of the last frame's slot too
+                    self._pull_audio(float("inf"))
                 self._feed_recorder_audio()
                 if self.recorder.frames:
                     path = self.recorder.close()

@@ -431,17 +431,20 @@ def test_scaled_result_scales_boxes_and_maps(media, bundle):
     assert r.av_map.shape == (224, 224)  # the original keeps its own cache
 
 
-def test_the_live_command_lives_in_the_runtime_and_the_cli_finds_it_when_it_builds_its_parser():
+def test_the_streaming_commands_live_in_the_runtime_and_the_cli_finds_them_when_it_builds_its_parser():
     """`import avsl_edge, avsl_edge.cli` loads neither torch nor the streaming layer; building the
-    parser loads the live command from runtime/ (still no torch, and sounddevice only once a
-    microphone opens), and `avsl-edge --help` lists it."""
+    parser loads the run and live commands from runtime/ (still no torch, and sounddevice only once
+    a microphone opens), and `avsl-edge --help` lists them."""
     heavy = "sorted(m for m in sys.modules if m == 'torch' or m.startswith(('torch.', 'runtime', 'sounddevice')))"
     code = (f"import sys, avsl_edge, avsl_edge.cli; print({heavy}); "
-            "assert 'live' not in avsl_edge.cli.COMMANDS; avsl_edge.cli.build_parser(); "
-            f"print(avsl_edge.cli.COMMANDS['live'].handler.__module__, {heavy})")
+            "assert not {'run', 'live'} & set(avsl_edge.cli.COMMANDS); avsl_edge.cli.build_parser(); "
+            "print(avsl_edge.cli.COMMANDS['run'].handler.__module__, avsl_edge.cli.COMMANDS['live'].handler.__module__, "
+            f"{heavy})")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
-    assert out.stdout.splitlines() == ["[]", "runtime.live_command ['runtime', 'runtime.camera', 'runtime.live_command', "
-                                       "'runtime.microphone', 'runtime.recording', 'runtime.ring', 'runtime.scheduler']"]
+    assert out.stdout.splitlines() == [
+        "[]", "runtime.run_command runtime.live_command ['runtime', 'runtime.camera', 'runtime.frame_steps', "
+        "'runtime.live_command', 'runtime.microphone', 'runtime.recording', 'runtime.ring', 'runtime.run_command', "
+        "'runtime.scheduler']"]
     listed = subprocess.run([sys.executable, "-m", "avsl_edge", "--help"], cwd=REPO, capture_output=True, text=True,
                             check=True)
-    assert any(line.split()[:1] == ["live"] for line in listed.stdout.splitlines()), listed.stdout
+    assert {"run", "live"} <= {line.split()[0] for line in listed.stdout.splitlines() if line.startswith("    ")}

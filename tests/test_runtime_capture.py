@@ -35,7 +35,7 @@ from runtime.microphone import (
     open_audio_source,
 )
 from runtime.ring import AudioRing
-from runtime.scheduler import LiveLoop
+from runtime.scheduler import StreamLoop
 from training.data.synth import SynthMusic, write_scene_video
 
 REPO = Path(__file__).resolve().parents[1]
@@ -308,7 +308,7 @@ def test_live_loop_records_max_frames_with_audio(scene, tmp_path):
     cam, mic = CameraSource(video), FileAudioSource(wav)
     ring = AudioRing()
     out = tmp_path / "out.mp4"
-    loop = LiveLoop(cam, mic, rms_state, level_overlay(ring), ring=ring, max_frames=45, recorder=out)
+    loop = StreamLoop(cam, mic, rms_state, level_overlay(ring), ring=ring, max_frames=45, recorder=out)
     res = loop.run()
     assert res.reason == "max_frames" and res.frames == 45 and res.recording == out
     assert not cam.running
@@ -340,7 +340,7 @@ def test_slow_inference_drops_frames_instead_of_queueing(scene, tmp_path):
         return frame.image
 
     out = tmp_path / "slow.mp4"
-    loop = LiveLoop(CameraSource(video), FileAudioSource(wav), rms_state, slow, max_frames=10, recorder=out)
+    loop = StreamLoop(CameraSource(video), FileAudioSource(wav), rms_state, slow, max_frames=10, recorder=out)
     res = loop.run()
     st = res.stats
     assert res.frames == 10 and st.camera_dropped >= 10
@@ -368,10 +368,10 @@ def test_two_workers_keep_up_where_one_drops_frames_and_results_stay_in_capture_
         finished.append(frame.index)
         return done[1]
 
-    one = LiveLoop(CameraSource(video), FileAudioSource(wav), rms_state, work, finish_frame=finish,
+    one = StreamLoop(CameraSource(video), FileAudioSource(wav), rms_state, work, finish_frame=finish,
                    max_frames=30).run()
     order_one, finished[:] = list(finished), []
-    two = LiveLoop(CameraSource(video), FileAudioSource(wav), rms_state, work, finish_frame=finish, workers=2,
+    two = StreamLoop(CameraSource(video), FileAudioSource(wav), rms_state, work, finish_frame=finish, workers=2,
                    max_frames=30, recorder=tmp_path / "two.mp4").run()
     assert one.frames == two.frames == 30 and len(finished) == 30
     assert finished == sorted(finished) and order_one == sorted(order_one)  # capture order, no frame twice
@@ -383,7 +383,7 @@ def test_two_workers_keep_up_where_one_drops_frames_and_results_stay_in_capture_
     cam = CameraSource(video)
     try:
         with pytest.raises(ValueError, match="workers must be an integer >= 1"):
-            LiveLoop(cam, None, rms_state, work, workers=0)
+            StreamLoop(cam, None, rms_state, work, workers=0)
     finally:
         cam.close()
 
@@ -399,7 +399,7 @@ def test_an_error_on_a_worker_is_raised_by_the_loop(scene, tmp_path):
     out = tmp_path / "err.mp4"
     cam = CameraSource(video)
     with pytest.raises(RuntimeError, match="frame 5"):
-        LiveLoop(cam, FileAudioSource(wav), rms_state, broken, workers=2, recorder=out).run()
+        StreamLoop(cam, FileAudioSource(wav), rms_state, broken, workers=2, recorder=out).run()
     assert not cam.running and 4 <= probe(out).frames <= 8
     assert_playable(out)
 
@@ -412,7 +412,7 @@ def test_audio_worker_thread_updates_every_hop(scene):
         threads.add(threading.current_thread().name)
         return rms_state(window)
 
-    res = LiveLoop(CameraSource(video), FileAudioSource(wav), encode, lambda f, s: f.image,
+    res = StreamLoop(CameraSource(video), FileAudioSource(wav), encode, lambda f, s: f.image,
                    hop=0.25, audio_worker=True, max_frames=45).run()
     assert threads == {"MainThread", "live:audio-encode"}  # the initial state, then the worker
     assert 4 <= res.stats.audio_updates <= 9  # 1.5 s / 0.25 s + the initial one
@@ -430,7 +430,7 @@ def test_error_in_the_loop_still_finalises_the_recording(scene, tmp_path):
 
     out = tmp_path / "err.mp4"
     with pytest.raises(RuntimeError, match="frame 8"):
-        LiveLoop(cam, mic, rms_state, broken, recorder=out).run()
+        StreamLoop(cam, mic, rms_state, broken, recorder=out).run()
     assert not cam.running
     info = probe(out)
     assert 8 <= info.frames <= 10 and info.has_audio
@@ -441,14 +441,14 @@ _SIGINT_SCRIPT = """
 import sys
 from runtime.camera import CameraSource
 from runtime.microphone import FileAudioSource
-from runtime.scheduler import LiveLoop
+from runtime.scheduler import StreamLoop
 
 video, wav, out = sys.argv[1:4]
 cam = CameraSource(video)
 def show(overlay, stats):
     if stats.frames == 10:
         print("READY", flush=True)
-res = LiveLoop(cam, FileAudioSource(wav), lambda w: float(abs(w).max()), lambda f, s: f.image,
+res = StreamLoop(cam, FileAudioSource(wav), lambda w: float(abs(w).max()), lambda f, s: f.image,
                recorder=out, display=show).run()
 print("RESULT", res.reason, res.frames, res.recording, cam.running, flush=True)
 """
@@ -487,7 +487,7 @@ def test_live_loop_with_the_pulseaudio_microphone(pulse, scene, tmp_path):
     cam, mic = CameraSource(video), MicSource("pulse")
     player = pulse.play(part)
     try:
-        res = LiveLoop(cam, mic, rms_state, lambda f, s: f.image, max_frames=75, recorder=out).run()
+        res = StreamLoop(cam, mic, rms_state, lambda f, s: f.image, max_frames=75, recorder=out).run()
     finally:
         player.wait(10)
     assert res.frames == 75 and res.stats.audio_blocks > 50 and res.stats.mic_overflows == 0

@@ -91,6 +91,13 @@ def test_rolling_stats_and_rate():
     assert summ.runs == 100 and summ.median_ms == pytest.approx(150.5) and summ.p90_ms == pytest.approx(190.1)
     assert summ.max_ms == pytest.approx(200) and str(summ) == "150.5/190.1 ms"
     assert RollingStats().summary().runs == 0
+    every = RollingStats(window=10, keep_all=True)  # the end-of-run summary keeps every value
+    for ms in range(1, 201):
+        every.add(ms / 1000)
+    assert every.summary().runs == 10 and every.summary_all().runs == 200
+    assert every.summary_all().median_ms == pytest.approx(100.5)
+    with pytest.raises(ValueError, match="keep_all"):
+        s.summary_all()
     r = RateMeter(window=2.0)
     for k in range(61):
         r.tick(k / 30)
