@@ -8,8 +8,7 @@ The same :class:`runtime.scheduler.StreamLoop` and :class:`runtime.frame_steps.F
 ``avsl-edge live``, offline: every frame of the file (``CameraSource(file, realtime=False)``), the
 sound on the file's timeline, the audio embedding every ``--hop`` seconds of media time on the second
 of sound ending at the frame, the decisions held ``--hold`` seconds. So a file gives the same frames,
-boxes and JSON lines however fast the machine is, and the same ones ``live --camera FILE`` gives
-when nothing is dropped.
+boxes and JSON lines however fast the machine is, in the JSON-lines schema of ``live``.
 
 The outputs appear only complete: damaged video data stops the run with nothing written (exit 2),
 Ctrl-C or SIGTERM leaves nothing behind (exit 130), and a file that ends before its header says

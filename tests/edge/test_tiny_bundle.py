@@ -95,6 +95,33 @@ def test_cli_run_writes_an_overlay_video_and_a_json_line_per_frame(tiny_bundle, 
     assert (tmp_path / "overlay.mp4").stat().st_size > 0
 
 
+def test_cli_run_gives_the_same_lines_on_every_pass_in_the_live_schema(tiny_bundle, tmp_path):
+    """`run` is the streaming loop of `live` on the file's own timeline: nothing depends on how fast
+    the machine was, and each line carries the fields a `live --json` line has."""
+    video, sound = tmp_path / "clip.mp4", tmp_path / "clip.wav"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 10, (160, 120))
+    for k in range(20):
+        writer.write(np.roll(FRAME, 8 * k, axis=1))
+    writer.release()
+    sf.write(sound, np.concatenate([TONE, np.zeros(48000, np.float32)]), 48000)  # 1 s of tone, 1 s of silence
+    passes = []
+    for n in (1, 2):
+        jsonl = tmp_path / f"frames{n}.jsonl"
+        out = _cli("run", str(video), "--audio", str(sound), "--out", str(tmp_path / f"o{n}.mp4"), "--json",
+                   str(jsonl), "--model", str(tiny_bundle), "--quiet", "--hop", "0.3", "--in-view-threshold", "0")
+        assert out.returncode == 0, out.stderr
+        passes.append([json.loads(x) for x in jsonl.read_text().splitlines()])
+    timing = {"elapsed", "latency_ms", "speed"}
+    assert [{k: v for k, v in d.items() if k not in timing} for d in passes[0]] == \
+           [{k: v for k, v in d.items() if k not in timing} for d in passes[1]]
+    lines = passes[0]
+    assert [d["camera_index"] for d in lines] == list(range(20))
+    assert [d["media_time"] for d in lines] == pytest.approx([k / 10 for k in range(20)])
+    assert set(lines[0]) >= {"frame", "media_time", "camera_index", "elapsed", "latency_ms", "audio_level_db",
+                             "audio_class", "sounding", "boxes", "scores"}
+    assert lines[5]["audio_level_db"] > -20 and lines[-1]["audio_level_db"] < -60  # the tone, then silence
+
+
 def test_cli_on_a_missing_bundle_exits_2_and_names_it(tmp_path):
     out = _cli("info", "--model", str(tmp_path / "nowhere"))
     assert out.returncode == 2
