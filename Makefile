@@ -1,17 +1,22 @@
-# Quick start:  make run   (set up + main job on the built-in SynthMUSIC data)
+# Quick start:  make run   (set up the edge install + the shipped default model on the built-in clips)
 #               make test  (set up incl. Debian packages, make lint, the test suite)
+# Also:         make train (set up + train, evaluate and export the cpu preset on SynthMUSIC)
 #               make lint  (the layer contracts, lint-imports, and ruff; needs the dev set-up)
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PRESET ?= cpu
 PYTEST_ARGS ?=
 
-.PHONY: run test lint setup setup-dev assets
+.PHONY: run train test lint setup setup-edge setup-dev assets
 setup:
 	scripts/setup.sh train,export
+setup-edge:
+	scripts/setup.sh live
 setup-dev:
 	scripts/setup.sh --system dev
-run: setup
+run: setup-edge
+	$(VENV)/bin/avsl-edge demo --out avsl-demo
+train: setup
 	$(PY) -m training.pipeline --preset $(PRESET)
 test: setup-dev
 	$(MAKE) lint

@@ -505,8 +505,8 @@ class _ManifestReader:
 
     def variants(self, v: Any) -> dict[str, Variant]:
         d = self.obj(v, "variants", VARIANTS)
-        if "fp32" not in d:
-            raise BundleError(f"{self.where}: no 'fp32' variant")
+        if not d:  # an export writes fp32 and more; a packaged bundle may keep only smaller ones
+            raise BundleError(f"{self.where}: no variant")
         out = {}
         for name, var in d.items():
             at = f"variants.{name}"

@@ -39,9 +39,10 @@ log = logging.getLogger(__name__)
 ENTRY_POINT_GROUP = "avsl_edge.commands"
 # The commands this distribution ships outside avsl_edge: found without the entry-point metadata too
 # (a source checkout on PYTHONPATH, an editable install made before the group existed).
-BUILTIN_COMMANDS = {"run": "runtime.run_command:RUN", "live": "runtime.live_command:LIVE"}
+BUILTIN_COMMANDS = {"run": "runtime.run_command:RUN", "live": "runtime.live_command:LIVE",
+                    "demo": "runtime.demo_command:DEMO"}
 # The order of ``avsl-edge --help``: the file commands, then the rest as registered.
-COMMAND_ORDER = ("run", "eval", "bench", "info", "live")
+COMMAND_ORDER = ("run", "eval", "bench", "info", "live", "demo")
 
 MAX_SIDE = 7680  # bench --size, live --camera-size: an 8K frame's width
 

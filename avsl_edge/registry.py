@@ -7,8 +7,11 @@ user's cache folder; :func:`resolve_model` looks, in order, at
 2. the ``AVSL_EDGE_MODEL`` environment variable,
 3. the bundle the last pipeline run registered (``$XDG_CACHE_HOME/avsl-edge/last_bundle``,
    ``~/.cache/avsl-edge/last_bundle`` when XDG_CACHE_HOME is unset),
+4. the default model shipped inside the package (:data:`PACKAGED_BUNDLE`, see its model card
+   ``MODEL_CARD.md`` there),
 
-and otherwise raises :class:`ModelNotFoundError` saying how to get a bundle.
+and otherwise (a source tree without the shipped model) raises :class:`ModelNotFoundError` saying
+how to get a bundle.
 
     >>> import os, tempfile
     >>> os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp()
@@ -26,6 +29,7 @@ from .errors import UserError
 from .fileio import atomic_path
 
 ENV_MODEL = "AVSL_EDGE_MODEL"
+PACKAGED_BUNDLE = Path(__file__).parent / "models" / "default"  # the shipped default model
 LAST_BUNDLE_FILE = "last_bundle"
 HOW_TO_GET_A_MODEL = (
     "train and export one with `python -m training.pipeline --preset cpu` (it registers its bundle), "
@@ -63,7 +67,8 @@ def last_bundle() -> Path | None:
 
 
 def resolve_model(model: str | os.PathLike | None = None) -> Path:
-    """The bundle folder to use: ``model``, else ``$AVSL_EDGE_MODEL``, else the registered one."""
+    """The bundle folder to use: ``model``, else ``$AVSL_EDGE_MODEL``, else the registered one,
+    else the packaged default."""
     if model is not None and not isinstance(model, (str, os.PathLike)):
         raise ModelNotFoundError(f"model must be the path of a bundle folder (str or os.PathLike), got {model!r}")
     if model is not None and str(model) != "":
@@ -78,5 +83,7 @@ def resolve_model(model: str | os.PathLike | None = None) -> Path:
                 f"the bundle registered by the last pipeline run, {registered}, no longer exists "
                 f"(registry: {cache_dir() / LAST_BUNDLE_FILE}); {HOW_TO_GET_A_MODEL}")
         return registered
+    if (PACKAGED_BUNDLE / "manifest.json").is_file():
+        return PACKAGED_BUNDLE
     raise ModelNotFoundError(f"no model given, {ENV_MODEL} is not set and no pipeline run has registered a "
                              f"bundle; {HOW_TO_GET_A_MODEL}")

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,7 @@ from avsl_edge.streaming import DecisionHold
 from avsl_edge.variant_choice import AUTO_VARIANT
 
 from .camera import CameraError, CameraSource
-from .frame_steps import FrameSteps, truncation_warnings
+from .frame_steps import FrameSteps, RunLog, truncation_warnings
 from .microphone import FileAudioSource
 from .scheduler import StreamLoop
 
@@ -52,6 +53,59 @@ def configure_run(p: argparse.ArgumentParser) -> None:
     add_model_options(p, variant=AUTO_VARIANT)
 
 
+@dataclass
+class FileRun:
+    """What :func:`run_file` did: frames written, the run's log, its warnings, and the overlay of
+    the frame ``keep_frame`` asked for (None otherwise)."""
+
+    frames: int
+    log: RunLog
+    warnings: list[str]
+    kept: np.ndarray | None = None
+
+
+def run_file(loc: Any, video: Path, sound: np.ndarray, rate: int, out: Path, json_path: Path | None = None, *,
+             hop: float = 0.25, hold: float = 0.5, style: str = "heat", legend: bool = True,
+             max_frames: int | None = None, quiet: bool = True, keep_frame: int | None = None) -> FileRun:
+    """Every frame of ``video`` with ``sound`` (mono at ``rate``) through the offline StreamLoop:
+    the overlay video ``out`` (with the sound) and JSON lines ``json_path``, both complete or absent."""
+    try:
+        camera = CameraSource(video, realtime=False)
+    except CameraError as exc:
+        raise UsageError(str(exc)) from None
+    audio = FileAudioSource(video, realtime=False, sample_rate=rate, start=0.0, samples=sound)
+    total = camera.frame_count or None
+    if max_frames:
+        total = min(total or max_frames, max_frames)
+    kept: list[np.ndarray] = []
+    with contextlib.ExitStack() as stack:
+        stack.callback(camera.close)
+        bar = stack.enter_context(tqdm(total=total, desc="run", unit="frame", disable=quiet, leave=False,
+                                       file=sys.stderr))
+        json_file = stack.enter_context(open(stack.enter_context(atomic_path(json_path)), "w")) if json_path else None
+        tmp_out = stack.enter_context(atomic_path(out))  # renamed to `out` only when everything succeeded
+
+        def draw(frame: Any, r: Any, level: float) -> np.ndarray:
+            bar.update(1)
+            overlay = r.plot(style=style, legend=legend)
+            if frame.index == keep_frame:
+                kept.append(overlay)
+            return overlay
+
+        steps = FrameSteps(loc, DecisionHold(hold), draw, rate, json_file)
+        loop = StreamLoop(camera, audio, steps.encode, steps.infer, finish_frame=steps.finish, hop=hop,
+                          max_frames=max_frames, recorder=VideoWriter(tmp_out, camera.fps, sample_rate=rate),
+                          record_fps=camera.fps, realtime=False, handle_signals=False, close_sources=True)
+        steps.attach(loop)
+        try:
+            result = loop.run()
+        except CameraError as exc:  # damaged video data: the with block removes every output
+            raise UsageError(f"{exc}; nothing was written") from None
+        if result.frames == 0:
+            raise UsageError(f"{video}: no video frame could be decoded")
+    return FileRun(result.frames, steps.log, truncation_warnings(camera, result.reason), kept[0] if kept else None)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     if not args.video.is_file():
         raise UsageError(f"{args.video}: no such video file")
@@ -60,46 +114,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     rules = check_stream_options(args)
     check_outputs({"--out": args.out, "--json": args.json},
                   {"VIDEO": args.video, "--audio": args.audio, "--model": model_input(args)})
-    sound_file = args.audio or args.video
     try:
-        sound, rate = read_sound(sound_file)
+        sound, rate = read_sound(args.audio or args.video)
     except MediaError as exc:
         raise UsageError(f"{exc}{'' if args.audio else '; pass --audio FILE'}") from None
     loc = open_localizer(args, **rules)
-    try:
-        camera = CameraSource(args.video, realtime=False)
-    except CameraError as exc:
-        raise UsageError(str(exc)) from None
-    audio = FileAudioSource(sound_file, realtime=False, sample_rate=rate, start=0.0, samples=sound)
-    total = camera.frame_count or None
-    if args.max_frames:
-        total = min(total or args.max_frames, args.max_frames)
-    with contextlib.ExitStack() as stack:
-        stack.callback(camera.close)
-        bar = stack.enter_context(tqdm(total=total, desc="run", unit="frame", disable=args.quiet, leave=False,
-                                       file=sys.stderr))
-        json_file = stack.enter_context(open(stack.enter_context(atomic_path(args.json)), "w")) if args.json else None
-        out = stack.enter_context(atomic_path(args.out))  # renamed to --out only when everything succeeded
-
-        def draw(frame: Any, r: Any, level: float) -> np.ndarray:
-            bar.update(1)
-            return r.plot(style=args.style, legend=not args.no_legend)
-
-        steps = FrameSteps(loc, DecisionHold(args.hold), draw, rate, json_file)
-        loop = StreamLoop(camera, audio, steps.encode, steps.infer, finish_frame=steps.finish, hop=args.hop,
-                          max_frames=args.max_frames, recorder=VideoWriter(out, camera.fps, sample_rate=rate),
-                          record_fps=camera.fps,
-                          realtime=False, handle_signals=False, close_sources=True)
-        steps.attach(loop)
-        try:
-            result = loop.run()
-        except CameraError as exc:  # damaged video data: the with block removes every output
-            raise UsageError(f"{exc}; nothing was written") from None
-        if result.frames == 0:
-            raise UsageError(f"{args.video}: no video frame could be decoded")
-    for warning in truncation_warnings(camera, result.reason):
+    done = run_file(loc, args.video, sound, rate, args.out, args.json, hop=args.hop, hold=args.hold,
+                    style=args.style, legend=not args.no_legend, max_frames=args.max_frames, quiet=args.quiet)
+    for warning in done.warnings:
         print(f"warning: {warning}; the outputs cover the frames read", file=sys.stderr)
-    print(f"{result.frames} frames -> {args.out}" + (f", {args.json}" if args.json else "")
+    print(f"{done.frames} frames -> {args.out}" + (f", {args.json}" if args.json else "")
           + f" ({loc.backend.description})")
     return 0
 

@@ -26,6 +26,7 @@ from avsl_edge.bundle import load_bundle
 from avsl_edge.calibrate import fit_in_view_threshold
 from avsl_edge.errors import UserError
 from avsl_edge.localizer import audio_window, class_presence
+from avsl_edge import registry
 from avsl_edge.registry import ENV_MODEL, register_bundle
 
 REPO = Path(__file__).resolve().parents[1]
@@ -353,8 +354,12 @@ def test_a_bundle_without_calibration_still_loads(smoke_bundle, tmp_path):
 def test_default_model_resolution(smoke_bundle, tmp_path, monkeypatch, scene):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.delenv(ENV_MODEL, raising=False)
+    monkeypatch.setattr(registry, "PACKAGED_BUNDLE", tmp_path / "not-shipped")  # a source tree without it
     with pytest.raises(ModelNotFoundError, match=r"python -m training.pipeline"):
         avsl_edge.localize(scene.image, scene.audio)
+    shipped = _copy_bundle(smoke_bundle, tmp_path / "shipped")
+    monkeypatch.setattr(registry, "PACKAGED_BUNDLE", shipped)  # the packaged default: last in line
+    assert avsl_edge.load(providers=[CPU_EP]).bundle.root == shipped
     gone = tmp_path / "gone"
     gone.mkdir()
     register_bundle(gone)
