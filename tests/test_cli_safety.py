@@ -74,9 +74,11 @@ def no_model_load(monkeypatch, tmp_path):
         raise AssertionError("the model was loaded: the check came too late")
 
     from runtime import live_command as live
+    from runtime import run_command as run
 
     monkeypatch.setattr(cli, "open_localizer", must_not_load)
     monkeypatch.setattr(live, "open_localizer", must_not_load)
+    monkeypatch.setattr(run, "open_localizer", must_not_load)
     monkeypatch.setenv("AVSL_EDGE_MODEL", str(tmp_path / "no-bundle-needed"))
     monkeypatch.chdir(tmp_path)
 

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from avsl_edge import cli
 from runtime import live_command as live
+from runtime import run_command
 from avsl_edge.errors import UserError
 from avsl_edge.options import max_threads
 
@@ -52,6 +53,7 @@ def world(tmp_path_factory, monkeypatch):
     monkeypatch.setattr(bench, "synthetic_inputs", lambda w=640, h=480, *a, **k: (
         np.zeros((2, 2, 3), np.uint8), np.zeros((16, 2), np.int16)))
     monkeypatch.setattr(live, "open_localizer", stand_in)
+    monkeypatch.setattr(run_command, "open_localizer", stand_in)
     monkeypatch.setenv("AVSL_EDGE_MODEL", str(root / "no-bundle"))
     monkeypatch.chdir(root)
     return root
