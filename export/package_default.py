@@ -7,7 +7,8 @@ An export writes every variant (fp32 alone is ~90 MB); the package keeps a few, 
 stays small: the chosen variants' graph files, the fp32 head graph they all use, the dictionary,
 the model card (``MODEL_CARD.md``) and a manifest listing only those variants (their reports, with
 their scores against the export's fp32, stay). Engines are left out: they only load on the GPU they
-were built on. The new folder replaces the old one only once it is complete and loads.
+were built on. Paths of the exporting machine (the evaluation data) are cut to their last two
+parts. The new folder replaces the old one only once it is complete and loads.
 """
 
 from __future__ import annotations
@@ -31,6 +32,12 @@ from avsl_edge.registry import PACKAGED_BUNDLE
 CARD_NAME = "MODEL_CARD.md"
 
 
+def run_relative(path: str) -> str:
+    """A path of the exporting machine as the package records it: its last two parts (a run's
+    ``data/test``), so no machine's folder names ship."""
+    return Path(*Path(path).parts[-2:]).as_posix() if Path(path).is_absolute() else path
+
+
 def package_bundle(src: str | Path, out: str | Path, variants: Sequence[str], card: str | Path | None = None) -> Path:
     """Copy ``variants`` of the bundle ``src`` (and ``card`` as MODEL_CARD.md) into ``out``."""
     bundle = load_bundle(src)
@@ -46,6 +53,9 @@ def package_bundle(src: str | Path, out: str | Path, variants: Sequence[str], ca
     manifest.variants = {v: manifest.variants[v] for v in manifest.variants if v in variants}
     manifest.engines = []
     manifest.export = {**manifest.export, "packaged": {"variants": list(manifest.variants), "left_out": left_out}}
+    for entry in [(var.report or {}).get("eval") for var in manifest.variants.values()] + [manifest.metrics]:
+        if isinstance(entry, dict) and isinstance(entry.get("data"), str):
+            entry["data"] = run_relative(entry["data"])
     manifest.files = {}
     with atomic_dir(out) as tmp:
         for rel in manifest.referenced_files():

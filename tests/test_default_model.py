@@ -26,6 +26,7 @@ def test_packaging_keeps_only_the_chosen_variants_and_the_card(smoke_bundle, tmp
     b = load_bundle(out)  # every file checksummed, the card too
     assert list(b.manifest.variants) == ["int8-cpu"] and b.manifest.engines == []
     assert b.manifest.export["packaged"]["left_out"] == ["fp32", "fp16", "int8"]
+    assert str(tmp_path.parent) not in (out / "manifest.json").read_text()  # no machine's folders ship
     assert (out / CARD_NAME).read_text() == "# the smoke model\n" and CARD_NAME in b.manifest.files
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == [
         CARD_NAME, "dictionary.npy", "fp32/head.onnx", "int8-cpu/audio.onnx", "int8-cpu/image.onnx", "manifest.json"]
