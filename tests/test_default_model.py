@@ -4,6 +4,7 @@ built-in clips: what a user gets from `pip install` before training anything."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -17,6 +18,7 @@ from export.package_default import CARD_NAME, package_bundle
 from runtime.demo_command import demo_folder
 
 SHIPPED = registry.PACKAGED_BUNDLE
+REPO = Path(__file__).resolve().parents[1]
 
 
 def test_packaging_keeps_only_the_chosen_variants_and_the_card(smoke_bundle, tmp_path):
@@ -48,7 +50,8 @@ def test_the_shipped_model_is_found_without_naming_one_and_localizes(tmp_path, m
     monkeypatch.delenv(registry.ENV_MODEL, raising=False)
     assert registry.resolve_model() == SHIPPED
     b = load_bundle(SHIPPED)  # checksums verified
-    assert (SHIPPED / CARD_NAME).is_file() and set(b.manifest.variants) <= {"int8", "int8-cpu"}
+    assert set(b.manifest.variants) <= {"int8", "int8-cpu"}
+    assert (SHIPPED / CARD_NAME).read_text() == (REPO / "docs" / "model_card.md").read_text()  # the card beside it
     size = sum(p.stat().st_size for p in SHIPPED.rglob("*") if p.is_file())
     assert size < 60e6
     video = demo_folder() / "solo_a.mp4"
