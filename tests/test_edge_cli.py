@@ -192,15 +192,18 @@ def test_commands_from_entry_points_run_like_the_built_in_ones(plugin, capsys, c
 
 def test_the_streaming_commands_are_found_without_the_entry_point_metadata(monkeypatch):
     """A source checkout (or an install made before the group existed) has no entry points: the
-    built-in list still names `avsl-edge run` and `avsl-edge live`, in the streaming layer."""
+    built-in list still names `avsl-edge run`, `live` and `demo`, in the streaming layer."""
     monkeypatch.setattr(importlib.metadata, "entry_points", lambda **kwargs: [])
     before = dict(commands.COMMANDS)
     commands.COMMANDS.pop("live", None)
     commands.COMMANDS.pop("run", None)
+    commands.COMMANDS.pop("demo", None)
     try:
-        assert commands.command_sources() == {"run": "runtime.run_command:RUN", "live": "runtime.live_command:LIVE"}
+        assert commands.command_sources() == {"run": "runtime.run_command:RUN", "live": "runtime.live_command:LIVE",
+                                              "demo": "runtime.demo_command:DEMO"}
         found = commands.discover_commands()
-        assert list(found)[:5] == ["run", "eval", "bench", "info", "live"]
+        assert list(found)[:6] == ["run", "eval", "bench", "info", "live", "demo"]
+        assert found["demo"].handler.__module__ == "runtime.demo_command"
         assert found["live"].handler.__module__ == "runtime.live_command"
         assert found["run"].handler.__module__ == "runtime.run_command"
     finally:

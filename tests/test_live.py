@@ -442,9 +442,9 @@ def test_the_streaming_commands_live_in_the_runtime_and_the_cli_finds_them_when_
             f"{heavy})")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert out.stdout.splitlines() == [
-        "[]", "runtime.run_command runtime.live_command ['runtime', 'runtime.camera', 'runtime.frame_steps', "
-        "'runtime.live_command', 'runtime.microphone', 'runtime.recording', 'runtime.ring', 'runtime.run_command', "
-        "'runtime.scheduler']"]
+        "[]", "runtime.run_command runtime.live_command ['runtime', 'runtime.camera', 'runtime.demo_command', "
+        "'runtime.frame_steps', 'runtime.live_command', 'runtime.microphone', 'runtime.recording', 'runtime.ring', "
+        "'runtime.run_command', 'runtime.scheduler']"]
     listed = subprocess.run([sys.executable, "-m", "avsl_edge", "--help"], cwd=REPO, capture_output=True, text=True,
                             check=True)
-    assert {"run", "live"} <= {line.split()[0] for line in listed.stdout.splitlines() if line.startswith("    ")}
+    assert {"run", "live", "demo"} <= {line.split()[0] for line in listed.stdout.splitlines() if line.startswith("    ")}
