@@ -165,6 +165,21 @@ def test_files_of_any_shape_load_as_mono(tmp_path, frames, channels):
     np.testing.assert_allclose(np.concatenate([b.samples for b in src.drain()]), x.mean(axis=1), atol=1e-6)
 
 
+def test_a_video_files_sound_track_replays_as_a_microphone(tmp_path):
+    """`live --camera clip.mp4 --mic clip.mp4`: the video's own sound is the microphone."""
+    from avsl_edge.media import write_video
+
+    tone = (0.3 * np.sin(2 * np.pi * 440 * np.arange(32000) / 16000)).astype(np.float32)
+    video = write_video(tmp_path / "clip.mp4", [np.zeros((32, 32, 3), np.uint8)] * 20, fps=10, audio=tone)
+    src = FileAudioSource(video, realtime=False)
+    assert src.duration == pytest.approx(2.0, abs=0.05)
+    assert np.sqrt(np.mean(np.concatenate([b.samples for b in src.drain()]) ** 2)) == pytest.approx(0.3 / np.sqrt(2), rel=0.1)
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(b"not a media file")
+    with pytest.raises(AudioError, match=r"junk\.mp4: unreadable audio file"):
+        FileAudioSource(junk, realtime=False)
+
+
 def test_bad_files_and_offsets_name_the_file(tmp_path):
     empty = tmp_path / "empty.wav"
     soundfile.write(str(empty), np.zeros((0, 1), np.float32), 16000)
