@@ -8,7 +8,7 @@ scene uses (:data:`RULES_SEED`); the rules themselves are in :mod:`avsl_edge.cal
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from avsl_edge.backends import CPU_EP, OnnxRuntimeBackend
@@ -24,12 +24,14 @@ RENDER_SIZE = 224          # rendered like the pipeline's test split, then resiz
 
 
 def calibration_scenes(per_kind: int = SCENES_PER_KIND, negatives: int = NEGATIVE_SCENES,
-                       seed: int = RULES_SEED) -> list[CalibrationScene]:
+                       seed: int = RULES_SEED, synth_options: Mapping[str, Any] | None = None) -> list[CalibrationScene]:
     """``per_kind`` scenes of each positive kind and ``max(per_kind, negatives)`` of each negative
-    kind, with their visible sounding classes (kinds round-robin, then the further negatives)."""
+    kind, with their visible sounding classes (kinds round-robin, then the further negatives).
+    ``synth_options``: SynthConfig fields of the run's training data (``pack``, its hold-outs), so
+    the rules are fitted on the distribution the model was trained on, never on held-out sources."""
     from training.data.synth import SynthConfig, SynthMusic, scene_seed  # noqa: PLC0415 - torch-free
 
-    synth = SynthMusic(SynthConfig(image_size=RENDER_SIZE))
+    synth = SynthMusic(SynthConfig(image_size=RENDER_SIZE, **dict(synth_options or {})))
     kinds = POSITIVE_KINDS + NEGATIVE_KINDS
     plan = [kinds[i % len(kinds)] for i in range(per_kind * len(kinds))]
     plan += [NEGATIVE_KINDS[j % len(NEGATIVE_KINDS)] for j in range(max(0, negatives - per_kind) * len(NEGATIVE_KINDS))]
@@ -42,15 +44,18 @@ def calibration_scenes(per_kind: int = SCENES_PER_KIND, negatives: int = NEGATIV
 
 
 def calibrate_bundle(bundle: Bundle, per_kind: int = SCENES_PER_KIND, negatives: int = NEGATIVE_SCENES,
-                     threads: int = 0, log: Callable[[str], None] = print, max_fpr: float = 0.02) -> dict[str, Any]:
+                     threads: int = 0, log: Callable[[str], None] = print, max_fpr: float = 0.02,
+                     synth_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The calibrated ``postprocessing`` fields for ``bundle`` (fp32 graphs, ONNX Runtime on the CPU);
-    ``max_fpr``: the largest share of off-screen scenes the in-view rule may light."""
-    scenes = calibration_scenes(per_kind, negatives)
+    ``max_fpr``: the largest share of off-screen scenes the in-view rule may light; ``synth_options``:
+    see :func:`calibration_scenes`."""
+    scenes = calibration_scenes(per_kind, negatives, synth_options=synth_options)
+    pack = dict(synth_options or {}).get("pack", "v1")
     backend = OnnxRuntimeBackend(bundle, "fp32", [CPU_EP], threads, 1 if threads else 0)
     try:
         cal = calibrate(Localizer(bundle, backend), scenes, max_fpr=max_fpr,
-                        source=f"SynthMUSIC, {per_kind} scenes per positive kind and {max(per_kind, negatives)} "
-                               f"per negative kind, seed {RULES_SEED}")
+                        source=f"SynthMUSIC {pack}, {per_kind} scenes per positive kind and "
+                               f"{max(per_kind, negatives)} per negative kind, seed {RULES_SEED}")
     finally:
         backend.close()
     r = cal.report

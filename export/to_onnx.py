@@ -37,7 +37,8 @@ import os
 import platform
 import time
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -192,9 +193,11 @@ class Samples:
         return len(self.images)
 
 
-def load_samples(data: str | os.PathLike | None, image_size: int, n: int, seed: int = CALIBRATION_SEED) -> Samples:
+def load_samples(data: str | os.PathLike | None, image_size: int, n: int, seed: int = CALIBRATION_SEED,
+                 synth_options: Mapping[str, Any] | None = None) -> Samples:
     """``n`` model inputs from an AV-COCO folder (evenly spread over its images) or, when ``data``
-    is None, from freshly rendered SynthMUSIC scenes of every kind (seeds from ``seed``)."""
+    is None, from freshly rendered SynthMUSIC scenes of every kind (seeds from ``seed``; the
+    generator's ``synth_options``, e.g. the run's pack and hold-outs, see :func:`synth_options`)."""
     if n < 1:
         raise ValueError(f"need at least one sample, got n={n}")
     if data is not None:
@@ -208,11 +211,23 @@ def load_samples(data: str | os.PathLike | None, image_size: int, n: int, seed: 
         return Samples(images, waves, f"{Path(data)} ({len(ims)} of {len(coco.images)} images)")
     from training.data.synth import KINDS, SynthConfig, SynthMusic, scene_seed
 
-    synth = SynthMusic(SynthConfig(image_size=SYNTH_RENDER_SIZE))
+    options = dict(synth_options or {})
+    synth = SynthMusic(SynthConfig(image_size=SYNTH_RENDER_SIZE, **options))
     scenes = [synth.scene(KINDS[i % len(KINDS)], scene_seed(seed, i)) for i in range(n)]
     images = np.stack([preprocess_frame(s.image, image_size) for s in scenes])
     waves = np.stack([fit_clip(s.audio) for s in scenes])
-    return Samples(images, waves, f"SynthMUSIC, {n} scenes of kinds {','.join(KINDS)} (seed {seed})")
+    return Samples(images, waves, f"SynthMUSIC {options.get('pack', 'v1')}, {n} scenes of kinds {','.join(KINDS)} "
+                                  f"(seed {seed})")
+
+
+def synth_options(cfg: Any, pack: str | None = None) -> dict[str, Any]:
+    """The SynthConfig fields of a run's training data: its pack (or ``pack``) and, for v2, its
+    held-out sources, which calibration must not see either."""
+    pack = pack or cfg.data.pack
+    out: dict[str, Any] = {"pack": pack}
+    if pack == "v2" and cfg.data.pack == "v2":
+        out.update(hold_out_pictures=cfg.data.hold_out_pictures, hold_out_sounds=cfg.data.hold_out_sounds)
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -423,6 +438,7 @@ def export_run(model_path: str | os.PathLike, out_dir: str | os.PathLike,
                threads: int = 0,
                opset: int = OPSET,
                max_fpr: float = 0.02,
+               calibration_pack: str | None = None,
                log: Callable[[str], None] = print) -> Path:
     """Export ``model_path`` (a run's model.pt or its run folder) into the bundle ``out_dir``.
 
@@ -433,6 +449,8 @@ def export_run(model_path: str | os.PathLike, out_dir: str | os.PathLike,
         or ``evaluate`` is False.
     max_fpr: the in-view rule's calibration bound, the largest share of off-screen scenes it may
         declare sounding in view (:mod:`avsl_edge.calibrate`).
+    calibration_pack: the SynthMUSIC pack of the rendered INT8 samples and rule-calibration scenes
+        (default: the pack the run trained on, without its held-out sources).
     The bundle is assembled in a temporary sibling folder and renamed into place; an existing
     bundle at ``out_dir`` is replaced, any other non-empty folder is an error.
     """
@@ -448,13 +466,16 @@ def export_run(model_path: str | os.PathLike, out_dir: str | os.PathLike,
         run = load_run(model_path)
     cfg = run.config
     size, k = inference_size(cfg), cfg.model.num_clusters
+    if calibration_pack not in (None, "v1", "v2"):
+        raise ExportError(f"--calibration-pack must be v1 or v2, got {calibration_pack!r}")
+    synth = synth_options(cfg, calibration_pack)
     eval_data = eval_data if eval_data is not None else calibration_data
     metrics = _run_metrics(run.path)
 
     log(f"[export] {run.path}: K={k}, image {size} px; samples from "
-        f"{calibration_data if calibration_data is not None else 'SynthMUSIC'}")
+        f"{calibration_data if calibration_data is not None else 'SynthMUSIC ' + synth['pack']}")
     with _timed(parts, "load_and_samples"):
-        samples = load_samples(calibration_data, size, calibration_size)
+        samples = load_samples(calibration_data, size, calibration_size, synth_options=synth)
         parity_samples = load_samples(None, size, 4, seed=CALIBRATION_SEED + 1)
     with atomic_dir(out_dir) as tmp:
         paths, parity_report, feature_hw = export_fp32(run, parity_samples, tmp, opset, threads, parts, log)
@@ -472,7 +493,7 @@ def export_run(model_path: str | os.PathLike, out_dir: str | os.PathLike,
         for v, rep in reports.items():
             manifest.variants[v] = dataclasses.replace(manifest.variants[v], report=rep)
         with _timed(parts, "rules_calibration"):
-            rules = calibrate_bundle(bundle, threads=threads, log=log, max_fpr=max_fpr)
+            rules = calibrate_bundle(bundle, threads=threads, log=log, max_fpr=max_fpr, synth_options=synth)
         manifest.postprocessing = dataclasses.replace(manifest.postprocessing, **rules)
         manifest.export["wall_s"] = parts
         log("[export] wall seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in parts.items()))
@@ -545,6 +566,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--variants", default="fp16,int8,int8-cpu", help="comma-separated precision variants besides fp32")
     p.add_argument("--calibration-size", type=int_in(1, 10_000), default=32, help="calibration images (default 32)")
     p.add_argument("--calibration-method", choices=quantize.CALIBRATION_METHODS, default="minmax")
+    p.add_argument("--calibration-pack", choices=("v1", "v2"),
+                   help="SynthMUSIC pack of the rendered INT8 samples and rule-calibration scenes (default: the "
+                        "pack the run trained on, without its held-out sources)")
     p.add_argument("--no-eval", action="store_true", help="do not score the variants")
     p.add_argument("--threads", type=thread_count, default=0,
                    help="ONNX Runtime CPU threads (0 = its default; at most 4 per core)")
@@ -563,7 +587,8 @@ def main(argv: list[str] | None = None) -> int:
                                        "--eval-data": eval_data}, replaced=("--out",))
         export_run(ckpt, out, args.calibration_data, eval_data=eval_data, variants=variants,
                    calibration_size=args.calibration_size, calibration_method=args.calibration_method,
-                   evaluate=not args.no_eval, threads=args.threads, max_fpr=args.max_fpr)
+                   evaluate=not args.no_eval, threads=args.threads, max_fpr=args.max_fpr,
+                   calibration_pack=args.calibration_pack)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
