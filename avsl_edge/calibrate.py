@@ -16,7 +16,7 @@ The rules, each a pure function below:
   (negatives: ``offscreen``), among the thresholds that declare at most ``max_fpr`` (2 %) of the
   off-screen scenes "sounding in view"; ties go to the higher threshold. Off-screen sound is meant
   to light nothing, so specificity is a constraint, not a trade. The bound needs at least
-  ``1 / max_fpr`` off-screen scenes (the export renders 250): with fewer it allows none, and the
+  ``1 / max_fpr`` off-screen scenes (the export renders 1000): with fewer it allows none, and the
   report warns (:func:`fpr_resolution_warnings`). The score whose fit has the higher balanced
   accuracy is kept (ties: av_score, the method's own). The report also lists, for each score, the
   fit at other false-positive bounds (:func:`operating_points`, :data:`OPERATING_FPRS`), so a user

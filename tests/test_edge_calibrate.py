@@ -13,6 +13,7 @@ from avsl_edge.calibrate import (BOX_RULE_GRID, OPERATING_FPRS, ThresholdFit, ch
                                  fit_audio_gate, fit_box_rule, fit_class_threshold, fit_in_view_threshold,
                                  fpr_resolution_warnings, in_view_warnings, named, operating_points, union_box)
 from avsl_edge.localizer import IN_VIEW_SCORES, Rules, class_presence, heard_av_score
+from export.calibrate import NEGATIVE_SCENES
 
 
 def test_in_view_threshold_separates_separable_scores():
@@ -142,8 +143,8 @@ def test_the_export_stores_calibrated_rules(smoke_bundle):
     assert p.in_view_threshold is not None and -60.0 <= p.audio_gate_db <= -40.0
     assert (p.box_method, p.box_tau) in BOX_RULE_GRID
     report = p.calibration
-    assert report["in_view"]["fpr"] <= report["max_fpr"] and report["scenes"] >= 4 * 40 + 250
-    assert report["per_kind"]["offscreen"]["n"] == 250
+    assert report["in_view"]["fpr"] <= report["max_fpr"] and report["scenes"] >= 4 * 40 + NEGATIVE_SCENES
+    assert report["per_kind"]["offscreen"]["n"] == NEGATIVE_SCENES
     assert set(report["per_kind"]) == {"solo", "solo_distractor", "duet", "mosaic", "offscreen"}
     assert isinstance(report["warnings"], list)
     assert p.in_view_score in IN_VIEW_SCORES and report["in_view"]["score"] == p.in_view_score
