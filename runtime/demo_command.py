@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import importlib.resources
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ import numpy as np
 
 from avsl_edge.commands import Command, UsageError, add_model_options, check_outputs, model_input, open_localizer
 from avsl_edge.media import read_sound
+from avsl_edge.result import Box
 from avsl_edge.variant_choice import AUTO_VARIANT
 
 from .run_command import run_file
@@ -43,13 +45,12 @@ def configure_demo(p: argparse.ArgumentParser) -> None:
 
 
 def clip_line(clip: dict[str, Any], frames: int, heard: dict[str, int], audio: dict[str, int],
-              middle: dict[str, Any]) -> str:
+              middle: Sequence[Box]) -> str:
     """One clip's printed line: what the model heard (the top audio class), what it named in view and
     where, beside what the clip holds."""
     top = ", ".join(f"{c} ({100 * n / frames:.0f} %)" for c, n in list(audio.items())[:2]) or "silence"
     named = ", ".join(f"{c} ({100 * n / frames:.0f} % of frames)" for c, n in heard.items()) or "nothing"
-    boxes = "; ".join(f"{b['label']} at x {b['x']:.0f}, y {b['y']:.0f}, {b['w']:.0f}x{b['h']:.0f} px"
-                      for b in middle.get("boxes", [])) or "no box"
+    boxes = "; ".join(f"{b.label} at x {b.x:.0f}, y {b.y:.0f}, {b.w:.0f}x{b.h:.0f} px" for b in middle) or "no box"
     truth = ", ".join(clip["heard_in_view"]) or f"nothing (the {', '.join(clip['heard'])} is off-screen)"
     return (f"{clip['file']}: sounds like {top}; in view: {named}; middle frame: {boxes}. "
             f"The clip shows {', '.join(clip['shown'])}; sounding in view: {truth}")
@@ -92,10 +93,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
         stem = Path(clip["file"]).stem
         middle = int(meta["seconds"] * meta["fps"]) // 2
         done = run_file(loc, video, sound, rate, out / f"{stem}_overlay.mp4", out / f"{stem}.jsonl", keep_frame=middle)
-        lines = [json.loads(x) for x in (out / f"{stem}.jsonl").read_text().splitlines()]
-        at = next((d for d in lines if d["camera_index"] == middle), lines[len(lines) // 2])
         print(clip_line(clip, done.frames, dict(done.log.heard.most_common()),
-                        dict(done.log.audio_classes.most_common()), at))
+                        dict(done.log.audio_classes.most_common()),
+                        done.kept_result.boxes if done.kept_result is not None else []))
         tiles.append(done.kept if done.kept is not None else np.zeros((TILE_HEIGHT, TILE_HEIGHT, 3), np.uint8))
         captions.append(clip["file"])
     picture = grid(tiles, captions)

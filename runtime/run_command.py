@@ -31,6 +31,7 @@ from avsl_edge.commands import (Command, UsageError, add_model_options, add_stre
                                 check_stream_options, model_input, open_localizer)
 from avsl_edge.fileio import atomic_path
 from avsl_edge.media import MediaError, VideoWriter, read_sound
+from avsl_edge.result import Result
 from avsl_edge.streaming import DecisionHold
 from avsl_edge.variant_choice import AUTO_VARIANT
 
@@ -55,13 +56,14 @@ def configure_run(p: argparse.ArgumentParser) -> None:
 
 @dataclass
 class FileRun:
-    """What :func:`run_file` did: frames written, the run's log, its warnings, and the overlay of
-    the frame ``keep_frame`` asked for (None otherwise)."""
+    """What :func:`run_file` did: frames written, the run's log, its warnings, and the overlay and
+    result of the frame ``keep_frame`` asked for (None otherwise)."""
 
     frames: int
     log: RunLog
     warnings: list[str]
     kept: np.ndarray | None = None
+    kept_result: Result | None = None
 
 
 def run_file(loc: Any, video: Path, sound: np.ndarray, rate: int, out: Path, json_path: Path | None = None, *,
@@ -77,7 +79,7 @@ def run_file(loc: Any, video: Path, sound: np.ndarray, rate: int, out: Path, jso
     total = camera.frame_count or None
     if max_frames:
         total = min(total or max_frames, max_frames)
-    kept: list[np.ndarray] = []
+    kept: list[tuple[np.ndarray, Result]] = []
     with contextlib.ExitStack() as stack:
         stack.callback(camera.close)
         bar = stack.enter_context(tqdm(total=total, desc="run", unit="frame", disable=quiet, leave=False,
@@ -89,7 +91,7 @@ def run_file(loc: Any, video: Path, sound: np.ndarray, rate: int, out: Path, jso
             bar.update(1)
             overlay = r.plot(style=style, legend=legend)
             if frame.index == keep_frame:
-                kept.append(overlay)
+                kept.append((overlay, r))
             return overlay
 
         steps = FrameSteps(loc, DecisionHold(hold), draw, rate, json_file)
@@ -103,7 +105,8 @@ def run_file(loc: Any, video: Path, sound: np.ndarray, rate: int, out: Path, jso
             raise UsageError(f"{exc}; nothing was written") from None
         if result.frames == 0:
             raise UsageError(f"{video}: no video frame could be decoded")
-    return FileRun(result.frames, steps.log, truncation_warnings(camera, result.reason), kept[0] if kept else None)
+    overlay, held = kept[0] if kept else (None, None)
+    return FileRun(result.frames, steps.log, truncation_warnings(camera, result.reason), overlay, held)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
