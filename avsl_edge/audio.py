@@ -164,6 +164,15 @@ def fit_clip(audio: np.ndarray, n: int = CLIP_SAMPLES) -> np.ndarray:
     return out
 
 
+def libsndfile_rate(path: str | os.PathLike) -> int | None:
+    """The sample rate of a file libsndfile reads (WAV, FLAC, OGG, ...), None for any other file
+    (a video, say, whose sound PyAV reads: :func:`avsl_edge.media.read_sound`)."""
+    try:
+        return int(soundfile.info(str(path)).samplerate) or None
+    except Exception:  # noqa: BLE001 - any failure means "not a format libsndfile knows"
+        return None
+
+
 def load_audio(
     path: str | os.PathLike,
     offset: float = 0.0,

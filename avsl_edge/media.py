@@ -17,10 +17,8 @@ from collections.abc import Iterable
 import av
 import numpy as np
 
-import soundfile
-
 from .errors import UserError
-from .audio import SAMPLE_RATE, load_audio, resample, to_mono_float32
+from .audio import SAMPLE_RATE, libsndfile_rate, load_audio, resample, to_mono_float32
 from .fileio import commit, temp_sibling
 
 
@@ -222,10 +220,7 @@ def read_sound(path: str | os.PathLike) -> tuple[np.ndarray, int]:
     path = Path(path)
     if not path.is_file():
         raise MediaError(f"{path}: no such audio or video file")
-    try:
-        rate = int(soundfile.info(str(path)).samplerate)
-    except Exception:  # noqa: BLE001 - not a file libsndfile reads: try FFmpeg
-        rate = None
+    rate = libsndfile_rate(path)
     if rate:
         return load_audio(path, sample_rate=rate), rate
     try:

@@ -30,10 +30,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import soundfile
 import soxr
 
-from avsl_edge.audio import SAMPLE_RATE, AudioError, load_audio
+from avsl_edge.audio import SAMPLE_RATE, AudioError, libsndfile_rate, load_audio
 from avsl_edge.errors import UserError
 from avsl_edge.media import MediaError, read_audio_track
 
@@ -321,7 +320,7 @@ class FileAudioSource:
             try:
                 samples = load_audio(self.path, sample_rate=sample_rate)  # AudioError names the file
             except AudioError as exc:  # not an audio file: a video's sound track (clip.mp4 as --mic)
-                if _libsndfile_reads(self.path):
+                if libsndfile_rate(self.path):
                     raise
                 try:
                     samples = read_audio_track(self.path, sample_rate)
@@ -381,14 +380,6 @@ class FileAudioSource:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-def _libsndfile_reads(path: Path) -> bool:
-    try:
-        soundfile.info(str(path))
-    except Exception:  # noqa: BLE001 - any failure means "not a format libsndfile knows"
-        return False
-    return True
 
 
 def open_audio_source(spec: int | str | os.PathLike | None, sample_rate: int = SAMPLE_RATE,
