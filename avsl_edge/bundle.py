@@ -147,7 +147,9 @@ class Postprocessing:
     nsa_threshold: float = 0.2
     # The edge Localizer's decisions (avsl_edge.localizer.Rules); optional, so older bundles load.
     in_view_threshold: float | None = None  # calibrated in-view threshold (None: sounding_threshold)
-    in_view_score: str | None = None        # what it applies to: av_score | presence | heard_av (None: av_score)
+    in_view_score: str | None = None        # what it applies to: av_score | presence | heard_av | combined
+                                            # (None: av_score)
+    in_view_combination: dict[str, float] | None = None  # "combined"'s weights (avsl_edge.rules.combined_score)
     audio_gate_db: float = -50.0            # audio RMS (dBFS) below this: silence, nothing sounding
     class_threshold: float = 0.25           # audio class probability that names a class
     box_tau: float = 0.5                    # box: av map > box_tau x its max in the class's part (calibrated)
@@ -457,6 +459,8 @@ class _ManifestReader:
         for name in ("in_view_score", "box_method"):
             if d.get(name) is not None:
                 self.string(d[name], at + name)
+        if d.get("in_view_combination") is not None:
+            self.obj(d["in_view_combination"], at + "in_view_combination")  # its keys and values: Rules below
         self.obj(d.get("calibration", {}), at + "calibration")
         p = Postprocessing(**d)
         try:

@@ -9,8 +9,9 @@ The rules, each a pure function below:
 
 * ``in_view_score`` and ``in_view_threshold`` (:func:`fit_in_view_threshold`,
   :func:`choose_in_view_score`): for each in-view score (``av_score``, the av map's max,
-  ``presence``, the heard cluster's :func:`avsl_edge.localizer.class_presence`, and ``heard_av``,
-  :func:`avsl_edge.localizer.heard_av_score`) the threshold that
+  ``presence``, the heard cluster's :func:`avsl_edge.localizer.class_presence`, ``heard_av``,
+  :func:`avsl_edge.localizer.heard_av_score`, and ``combined``, the three weighed by a logistic
+  regression fitted on the same scenes, :func:`fit_in_view_combination`) the threshold that
   maximises the balanced accuracy between scenes with a sounding instrument in view (positives: ``solo``,
   ``solo_distractor``, ``duet``, ``mosaic``) and scenes whose sound comes from off screen
   (negatives: ``offscreen``), among the thresholds that declare at most ``max_fpr`` (2 %) of the
@@ -18,7 +19,9 @@ The rules, each a pure function below:
   to light nothing, so specificity is a constraint, not a trade. The bound needs at least
   ``1 / max_fpr`` off-screen scenes (the export renders 1000): with fewer it allows none, and the
   report warns (:func:`fpr_resolution_warnings`). The score whose fit has the higher balanced
-  accuracy is kept (ties: av_score, the method's own). The report also lists, for each score, the
+  accuracy is kept (ties: av_score, the method's own; the combination only when it separates
+  better than each score alone). Its weights (``in_view_combination``) are stored whichever score is
+  kept, so ``--in-view-score combined`` works on any calibrated bundle. The report also lists, for each score, the
   fit at other false-positive bounds (:func:`operating_points`, :data:`OPERATING_FPRS`), so a user
   can move the operating point (``--in-view-threshold``) without recalibrating; the export's
   ``--max-fpr`` sets the bound it calibrates at.
@@ -51,6 +54,7 @@ import numpy as np
 from .boxes import BOX_METHODS
 from .errors import UserError
 from .localizer import IN_VIEW_SCORES, audio_window, heard_av_score
+from .rules import COMBINED_SCORES, combined_score
 from .result import Box
 
 if TYPE_CHECKING:
@@ -115,6 +119,30 @@ def fit_in_view_threshold(positives: Sequence[float], negatives: Sequence[float]
     return ThresholdFit(float(cands[i]), float(tpr[i]), float(fpr[i]), float(ba[i]))
 
 
+COMBINATION_C = 1.0  # the logistic regression's inverse L2 strength (scikit-learn's default)
+
+
+def fit_in_view_combination(positives: np.ndarray, negatives: np.ndarray, c: float = COMBINATION_C) -> dict[str, float]:
+    """Rule for ``in_view_combination``: a logistic regression (scikit-learn, balanced classes) of the
+    scenes with a sounding instrument in view against the off-screen ones, over the rows
+    (N, len(COMBINED_SCORES)) of their scores -> {"bias", *COMBINED_SCORES: weight}."""
+    pos = np.asarray(positives, np.float64).reshape(-1, len(COMBINED_SCORES))
+    neg = np.asarray(negatives, np.float64).reshape(-1, len(COMBINED_SCORES))
+    if len(pos) == 0 or len(neg) == 0:
+        raise ValueError(f"need positive and negative scenes, got {len(pos)} and {len(neg)}")
+    if not (np.isfinite(pos).all() and np.isfinite(neg).all()):
+        raise ValueError("scores must be finite")
+    try:
+        from sklearn.linear_model import LogisticRegression  # noqa: PLC0415 - only a calibration needs it
+    except ImportError:
+        raise CalibrationError("fitting the combined in-view score needs scikit-learn (pip install scikit-learn); "
+                               "calibrate(..., combine=False) fits the single scores only") from None
+    x = np.concatenate([pos, neg])
+    y = np.concatenate([np.ones(len(pos), int), np.zeros(len(neg), int)])
+    lr = LogisticRegression(C=c, class_weight="balanced", max_iter=1000).fit(x, y)
+    return {"bias": float(lr.intercept_[0]), **{k: float(w) for k, w in zip(COMBINED_SCORES, lr.coef_[0])}}
+
+
 def operating_points(positives: Sequence[float], negatives: Sequence[float],
                      max_fprs: Sequence[float] = OPERATING_FPRS) -> list[dict[str, float]]:
     """The in-view fit at each false-positive bound of ``max_fprs``: ``[{"max_fpr", "threshold",
@@ -126,7 +154,7 @@ def operating_points(positives: Sequence[float], negatives: Sequence[float],
 def choose_in_view_score(fits: dict[str, ThresholdFit]) -> str:
     """The in-view score whose fit has the highest balanced accuracy; ties go to the earlier one of
     IN_VIEW_SCORES (av_score first)."""
-    if not fits or set(fits) - set(IN_VIEW_SCORES):
+    if not fits or set(fits) - set(IN_VIEW_SCORES):  # "combined" last: a tie keeps the single score
         raise ValueError(f"need fits of scores among {IN_VIEW_SCORES}, got {sorted(fits)}")
     order = [k for k in IN_VIEW_SCORES if k in fits]
     best = max(fits[k].balanced_accuracy for k in order)
@@ -225,22 +253,25 @@ class Calibration:
     report: dict[str, Any] = field(default_factory=dict)
     in_view_score: str = "av_score"
     box_method: str = "map"
+    in_view_combination: dict[str, float] | None = None  # kept whichever score is chosen, so a user can switch
 
     def postprocessing(self) -> dict[str, Any]:
         """The manifest ``postprocessing`` fields this calibration sets."""
         return {"in_view_score": self.in_view_score, "in_view_threshold": self.in_view_threshold,
+                "in_view_combination": self.in_view_combination,
                 "audio_gate_db": self.audio_gate_db, "class_threshold": self.class_threshold,
                 "box_method": self.box_method, "box_tau": self.box_tau, "calibration": self.report}
 
 
 def calibrate(localizer: Localizer, scenes: Sequence[CalibrationScene], max_fpr: float = 0.02,
-              batch_size: int = 16, source: str = "") -> Calibration:
-    """Fit the rules on ``scenes`` with ``localizer``'s backend (module docstring)."""
+              batch_size: int = 16, source: str = "", combine: bool = True) -> Calibration:
+    """Fit the rules on ``scenes`` with ``localizer``'s backend (module docstring); ``combine``: also
+    fit the combined score (needs scikit-learn)."""
     classes = list(localizer.classes)
     kinds = {s.kind for s in scenes}
     if not kinds & set(POSITIVE_KINDS) or not kinds & set(NEGATIVE_KINDS):
         raise CalibrationError(f"calibration needs scenes of {POSITIVE_KINDS} and {NEGATIVE_KINDS}, got {sorted(kinds)}")
-    scores: dict[str, list[float]] = {k: [] for k in IN_VIEW_SCORES}
+    scores: dict[str, list[float]] = {k: [] for k in COMBINED_SCORES}
     probs, levels = [], []
     box_hits: dict[tuple[str, float], list[bool]] = {k: [] for k in BOX_RULE_GRID}
     box_jobs: list[tuple] = []  # (scene, av map, its heard classes' maps, their true boxes)
@@ -273,6 +304,11 @@ def calibrate(localizer: Localizer, scenes: Sequence[CalibrationScene], max_fpr:
             box_hits[key] = [h for job_hits in pool.map(lambda job, key=key: hits(job, *key), box_jobs) for h in job_hits]
     pos = [i for i, s in enumerate(scenes) if s.kind in POSITIVE_KINDS]
     neg = [i for i, s in enumerate(scenes) if s.kind in NEGATIVE_KINDS]
+    combination = None
+    if combine:
+        rows = np.array([scores[k] for k in COMBINED_SCORES], np.float64).T
+        combination = fit_in_view_combination(rows[pos], rows[neg])
+        scores["combined"] = [float(v) for v in combined_score(combination, **dict(zip(COMBINED_SCORES, rows.T)))]
     split = {k: ([v[i] for i in pos], [v[i] for i in neg]) for k, v in scores.items()}
     fits = {k: fit_in_view_threshold(p, n, max_fpr) for k, (p, n) in split.items()}
     chosen = choose_in_view_score(fits)
@@ -289,11 +325,14 @@ def calibrate(localizer: Localizer, scenes: Sequence[CalibrationScene], max_fpr:
     report = {
         "rules": "in_view_threshold: max balanced accuracy (positives " + "/".join(POSITIVE_KINDS) + ", negatives "
                  + "/".join(NEGATIVE_KINDS) + f") with off-screen false-positive rate <= {max_fpr}, on the score ("
-                 + " or ".join(IN_VIEW_SCORES) + ") that reaches the higher one; audio_gate_db: "
+                 + " or ".join(scores) + ") that reaches the higher one"
+                 + ("; in_view_combination: balanced logistic regression of in view vs off-screen over "
+                    + ", ".join(COMBINED_SCORES) if combine else "") + "; audio_gate_db: "
                  "quietest clip - 20 dB within [-60, -40]; class_threshold: max mean F1 of the named classes; "
                  "box_method, box_tau: most class boxes with IoU >= 0.5",
         "source": source, "scenes": len(scenes), "max_fpr": max_fpr,
         "in_view": {"score": chosen, "tpr": fit.tpr, "fpr": fit.fpr, "balanced_accuracy": fit.balanced_accuracy},
+        "in_view_combination": combination,
         "in_view_fits": {k: {"threshold": f.threshold, "tpr": f.tpr, "fpr": f.fpr,
                              "balanced_accuracy": f.balanced_accuracy} for k, f in fits.items()},
         "in_view_operating_points": {k: operating_points(p, n, sorted({*OPERATING_FPRS, max_fpr}))
@@ -304,4 +343,4 @@ def calibrate(localizer: Localizer, scenes: Sequence[CalibrationScene], max_fpr:
         "quietest_clip_db": float(min(levels)), "per_kind": per_kind,
         "warnings": fpr_resolution_warnings(len(neg), max_fpr) + in_view_warnings(fit, max_fpr, chosen),
     }
-    return Calibration(fit.threshold, gate, cls_t, box_tau, report, chosen, box_method)
+    return Calibration(fit.threshold, gate, cls_t, box_tau, report, chosen, box_method, combination)

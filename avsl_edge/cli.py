@@ -53,7 +53,7 @@ from .evaluation import class_index, markdown_table
 from .media import MediaError, read_sound
 from .options import int_in
 from .registry import resolve_model
-from .rules import Rules
+from .rules import Rules, describe_combination
 
 
 def _progress(total: int | None, desc: str, quiet: bool) -> Any:
@@ -225,6 +225,13 @@ def operating_point_lines(calibration: dict, score: str) -> list[str]:
               f"(off-screen lit {100 * q['fpr']:.1f} %)" for q in points)]
 
 
+def combination_lines(weights: dict | None) -> list[str]:
+    """The calibrated combined in-view score, written out (bundles calibrated before it have none)."""
+    if not weights:
+        return []
+    return [f"  combined = {describe_combination(weights)}"]
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     info = bundle_info(resolve_model(args.model), verify=not args.no_verify)
     if args.json:
@@ -242,6 +249,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         f"{' (calibrated)' if info['calibrated'] else ' (not calibrated: evaluation threshold)'}; "
         f"audio gate {r['audio_gate_db']:.1f} dBFS; class probability >= {r['class_threshold']:.2f}; "
         f"boxes: {r.get('box_method', 'map')} at tau {r['box_tau']:.2f}",
+        *combination_lines(r.get("in_view_combination")),
         *(f"  warning: {w}" for w in (info["calibration"] or {}).get("warnings", [])),
         *operating_point_lines(info["calibration"] or {}, r["in_view_score"]),
         "variants",

@@ -31,9 +31,10 @@ Decisions (:class:`Rules`, from the bundle manifest's ``postprocessing``; each c
      of the heard cluster (:func:`class_presence`: the largest cosine between a position's v_fea
      and the dictionary key of the audio's most probable cluster); or ``"heard_av"``, the max of
      the av map where the frame shows the heard classes (:func:`heard_av_score`: the av map times
-     the class maps weighted by the audio's class probabilities). The export calibrates all three on
-     SynthMUSIC scenes and keeps the one that separates best (see :mod:`avsl_edge.calibrate`);
-     bundles from before the choice use av_score;
+     the class maps weighted by the audio's class probabilities); or ``"combined"``, a calibrated
+     logistic combination of the three (:func:`avsl_edge.rules.combined_score`, weights in
+     ``in_view_combination``). The export calibrates all four on SynthMUSIC scenes and keeps the one
+     that separates best (see :mod:`avsl_edge.calibrate`); bundles from before the choice use av_score;
   3. classes: when in view, every class whose audio probability (summed over its clusters) is
      >= ``class_threshold``; the most probable class when none reaches it.
   One box per named class (:func:`avsl_edge.boxes.sounding_boxes`): the av map says where the
@@ -61,7 +62,7 @@ from .boxes import WORKING_RESOLUTION, sounding_boxes
 from .bundle import Bundle
 from .preprocess import normalize_chw, resize_rgb
 from .result import Box, Result
-from .rules import IN_VIEW_SCORES, RuleError, Rules  # noqa: F401 - also avsl_edge.localizer's, as before
+from .rules import IN_VIEW_SCORES, RuleError, Rules, combined_score  # noqa: F401 - also avsl_edge.localizer's
 
 MAX_SAMPLE_RATE = 768_000
 
@@ -253,7 +254,7 @@ class Localizer:
         t0 = time.perf_counter()
         x, a, is_rgb = self.preprocess(frame, rgb)
         speed["preprocess"] = (time.perf_counter() - t0) * 1000.0
-        needs_v_fea = self.rules.in_view_score == "presence"
+        needs_v_fea = self.needs_presence
         out = self.backend.frame(x, audio_state.a_emb, timings=speed, features=needs_v_fea)
         t1 = time.perf_counter()
         result = self._decide(out, audio_state, a, speed)
@@ -269,6 +270,13 @@ class Localizer:
     __call__ = localize
 
     # ---- decisions
+    @property
+    def needs_presence(self) -> bool:
+        """Whether the in-view rule reads the presence score (which needs the visual features)."""
+        r = self.rules
+        return r.in_view_score == "presence" or (r.in_view_score == "combined" and r.in_view_combination is not None
+                                                 and r.in_view_combination["presence"] != 0.0)
+
     def presence(self, v_fea: np.ndarray, cluster_probs: np.ndarray) -> np.ndarray:
         """(B,) :func:`class_presence` of each row's heard cluster (the most probable one of its
         (B, K) ``cluster_probs``)."""
@@ -289,11 +297,15 @@ class Localizer:
         cmaps = self.class_maps(out["class_probs"][0].astype(np.float32))
         presence = float(self.presence(out["v_fea"], state.cluster_probs)[0]) if "v_fea" in out else None
         heard_av = float(heard_av_score(av[None], cmaps[None], state.class_probs[None])[0])
-        score = {"av_score": av_score, "presence": presence, "heard_av": heard_av}[self.rules.in_view_score]
+        scores = {"av_score": av_score, "presence": presence, "heard_av": heard_av}
+        combined = (float(combined_score(self.rules.in_view_combination, **scores))
+                    if self.rules.in_view_combination is not None else None)
+        score = combined if self.rules.in_view_score == "combined" else scores[self.rules.in_view_score]
         in_view = bool(state.gate_open and score is not None and score >= self.rules.in_view_threshold)
         named = self.named_classes(state.class_probs) if in_view else []
         result = Result(classes=self.classes, class_probs=state.class_probs, sounding=tuple(self.classes[i] for i in named),
-                        boxes=[], av_score=av_score, presence=presence, heard_av=heard_av, in_view=in_view,
+                        boxes=[], av_score=av_score, presence=presence, heard_av=heard_av, combined=combined,
+                        in_view=in_view,
                         gate_open=bool(state.gate_open),
                         audio_db=state.audio_db, frame_size=(int(frame_hw[0]), int(frame_hw[1])), av_map_lowres=av,
                         class_maps_lowres=cmaps, rules=self.rules.to_dict(), speed=speed)

@@ -11,8 +11,8 @@
     r.speed                    # {'audio': 21.3, 'preprocess': 0.4, 'image': 9.8, 'head': 0.1, 'postprocess': 0.6} (ms)
 
 Decisions (see :class:`avsl_edge.localizer.Rules`): ``gate_open`` (the audio is loud enough),
-``in_view`` (gate open and the in-view score, ``av_score``, ``presence`` or ``heard_av``, >= the
-calibrated threshold), ``sounding`` (the classes named, empty unless ``in_view``).
+``in_view`` (gate open and the in-view score, ``av_score``, ``presence``, ``heard_av`` or their
+calibrated ``combined`` score, >= the calibrated threshold), ``sounding`` (the classes named, empty unless ``in_view``).
 """
 
 from __future__ import annotations
@@ -77,7 +77,8 @@ class Result:
     av_map_lowres: np.ndarray        # (h, w) in [0, 1]
     class_maps_lowres: np.ndarray    # (C, h, w): per class, the class softmax summed over its clusters
                                      # (the evaluation's class maps; with the av map: boxes, heat maps)
-    rules: dict[str, float | str] = field(default_factory=dict)
+    rules: dict[str, Any] = field(default_factory=dict)
+    combined: float | None = None    # the calibrated combination of the three scores (rules.combined_score), if any
     speed: dict[str, float] = field(default_factory=dict)   # milliseconds per stage
     held: tuple[str, ...] = ()       # of ``sounding``, the classes a stream's DecisionHold kept from earlier frames
     image: np.ndarray | None = field(default=None, repr=False)  # the input frame (for plot)
@@ -153,11 +154,13 @@ class Result:
             "av_score": round(float(self.av_score), 6),
             "presence": None if self.presence is None else round(float(self.presence), 6),
             "heard_av": round(float(self.heard_av), 6),
+            "combined": None if self.combined is None else round(float(self.combined), 6),
             "in_view": bool(self.in_view),
             "gate_open": bool(self.gate_open),
             "audio_db": round(float(self.audio_db), 2) if math.isfinite(self.audio_db) else None,
             "frame_size": {"height": int(self.frame_size[0]), "width": int(self.frame_size[1])},
-            "rules": {k: (v if isinstance(v, str) else float(v)) for k, v in self.rules.items()},
+            "rules": {k: (v if isinstance(v, str) or v is None else dict(v) if isinstance(v, dict) else float(v))
+                      for k, v in self.rules.items()},
             "speed": {k: round(float(v), 3) for k, v in self.speed.items()},
         }
         if maps:

@@ -5,8 +5,11 @@ Below the bundle format, which checks a manifest's rules with them."""
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from .boxes import BOX_METHODS
 from .errors import UserError
@@ -14,7 +17,10 @@ from .errors import UserError
 if TYPE_CHECKING:
     from .bundle import Postprocessing
 
-IN_VIEW_SCORES: tuple[str, ...] = ("av_score", "presence", "heard_av")
+IN_VIEW_SCORES: tuple[str, ...] = ("av_score", "presence", "heard_av", "combined")
+# the scores that "combined" weighs: sigmoid(bias + sum of weight x score), in_view_combination
+COMBINED_SCORES: tuple[str, ...] = ("av_score", "presence", "heard_av")
+COMBINATION_KEYS: tuple[str, ...] = ("bias",) + COMBINED_SCORES
 TEXT_RULES: tuple[str, ...] = ("in_view_score", "box_method")  # the Rules that are names, not numbers
 
 
@@ -36,11 +42,19 @@ class Rules:
     box_tau: float = 0.5
     in_view_score: str = "av_score"  # which score in_view_threshold applies to (IN_VIEW_SCORES)
     box_method: str = "map"          # how boxes are cut (avsl_edge.boxes.BOX_METHODS)
+    # the calibrated weights of the "combined" in-view score ({"bias", *COMBINED_SCORES}), or None
+    in_view_combination: Mapping[str, float] | None = None
 
     def __post_init__(self) -> None:
         if self.in_view_score not in IN_VIEW_SCORES:
             raise RuleError(f"Rules.in_view_score must be one of {', '.join(IN_VIEW_SCORES)}, "
                              f"got {self.in_view_score!r}")
+        if self.in_view_combination is not None:  # stored as a plain dict of floats, in COMBINATION_KEYS order
+            object.__setattr__(self, "in_view_combination", check_combination(self.in_view_combination))
+        elif self.in_view_score == "combined":
+            raise RuleError("Rules.in_view_score 'combined' needs the weights that a calibration fits "
+                            "(in_view_combination); this bundle has none: recalibrate it (python export/calibrate.py "
+                            "--bundle B) or pick another in-view score")
         if self.box_method not in BOX_METHODS:
             raise RuleError(f"Rules.box_method must be one of {', '.join(BOX_METHODS)}, got {self.box_method!r}")
         for name in ("in_view_threshold", "class_threshold", "box_tau"):
@@ -57,6 +71,7 @@ class Rules:
             "in_view_threshold": p.in_view_threshold if p.in_view_threshold is not None else p.sounding_threshold,
             "audio_gate_db": p.audio_gate_db, "class_threshold": p.class_threshold, "box_tau": p.box_tau,
             "in_view_score": p.in_view_score or "av_score", "box_method": p.box_method or "map",
+            "in_view_combination": p.in_view_combination,
         }
         unknown = sorted(set(overrides) - set(values))
         if unknown:
@@ -64,5 +79,36 @@ class Rules:
         values.update({k: (v if k in TEXT_RULES else float(v)) for k, v in overrides.items() if v is not None})
         return cls(**values)
 
-    def to_dict(self) -> dict[str, float | str]:
-        return {k: (v if isinstance(v, str) else float(v)) for k, v in asdict(self).items()}
+    def to_dict(self) -> dict[str, Any]:
+        return {k: (v if isinstance(v, str) or v is None else dict(v) if isinstance(v, Mapping) else float(v))
+                for k, v in asdict(self).items()}
+
+
+def check_combination(weights: Any) -> dict[str, float]:
+    """The in-view combination's weights as a dict, or a RuleError naming what is wrong."""
+    if not isinstance(weights, Mapping) or set(weights) != set(COMBINATION_KEYS):
+        got = sorted(weights) if isinstance(weights, Mapping) else type(weights).__name__
+        raise RuleError(f"Rules.in_view_combination must map exactly {', '.join(COMBINATION_KEYS)} to weights, got {got}")
+    for k, v in weights.items():
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or abs(v) > 1e4:
+            raise RuleError(f"Rules.in_view_combination[{k!r}] must be a finite number within +-1e4, got {v!r}")
+    return {k: float(weights[k]) for k in COMBINATION_KEYS}
+
+
+def combined_score(weights: Mapping[str, float], **scores: Any) -> Any:
+    """The "combined" in-view score: sigmoid(bias + sum of weight x score) over COMBINED_SCORES (floats or
+    arrays of them; a score whose weight is 0 may be None). The calibration's logistic regression
+    (avsl_edge.calibrate.fit_in_view_combination) fits the weights; the export stores them in the manifest."""
+    z = weights["bias"]
+    for k in COMBINED_SCORES:
+        if weights[k] != 0.0:
+            if scores.get(k) is None:
+                raise RuleError(f"the combined in-view score weighs {k}, which was not computed")
+            z = z + weights[k] * np.asarray(scores[k], np.float64)
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+def describe_combination(weights: Mapping[str, float]) -> str:
+    """The combined in-view score written out: "sigmoid(-4.10 + 3.59 x av_score + ...)"."""
+    terms = "".join(f" {'+' if w >= 0 else '-'} {abs(w):.2f} x {k}" for k, w in weights.items() if k != "bias")
+    return f"sigmoid({weights['bias']:.2f}{terms})"

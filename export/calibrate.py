@@ -25,6 +25,7 @@ from avsl_edge.bundle import Bundle, load_bundle, write_manifest
 from avsl_edge.errors import UserError
 from avsl_edge.calibrate import NEGATIVE_KINDS, POSITIVE_KINDS, CalibrationScene, calibrate
 from avsl_edge.localizer import Localizer
+from avsl_edge.rules import describe_combination
 
 RULES_SEED = 515_151       # scene seeds for the rule calibration (distinct from every other seed base)
 SCENES_PER_KIND = 48
@@ -78,6 +79,8 @@ def calibrate_bundle(bundle: Bundle, per_kind: int = SCENES_PER_KIND, negatives:
         f"audio_gate_db {cal.audio_gate_db:.1f}, class_threshold {cal.class_threshold:.2f} (F1 {r['class_f1']:.2f}), "
         f"boxes by {cal.box_method} at tau {cal.box_tau:.1f} (box IoU >= 0.5 for {100 * r['box_hit_rate']:.0f} % of "
         "the sounding classes)")
+    if cal.in_view_combination:
+        log(f"[export] combined in-view score: {describe_combination(cal.in_view_combination)}")
     for warning in r["warnings"]:
         log(f"[export] warning: {warning}")
     return cal.postprocessing()

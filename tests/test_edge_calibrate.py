@@ -10,9 +10,11 @@ import pytest
 
 from avsl_edge.bundle import load_bundle
 from avsl_edge.calibrate import (BOX_RULE_GRID, OPERATING_FPRS, ThresholdFit, choose_in_view_score, f1,
-                                 fit_audio_gate, fit_box_rule, fit_class_threshold, fit_in_view_threshold,
+                                 fit_audio_gate, fit_box_rule, fit_class_threshold, fit_in_view_combination,
+                                 fit_in_view_threshold,
                                  fpr_resolution_warnings, in_view_warnings, named, operating_points, union_box)
 from avsl_edge.localizer import IN_VIEW_SCORES, Rules, class_presence, heard_av_score
+from avsl_edge.rules import COMBINED_SCORES, RuleError, combined_score
 from export.calibrate import NEGATIVE_SCENES
 
 
@@ -98,6 +100,42 @@ def test_the_in_view_score_that_separates_better_is_kept():
     assert "on presence" in warning and "this model's presence" in warning
 
 
+def test_two_weak_scores_combined_separate_better_than_either():
+    # in view: av_score + heard_av is high, though each alone overlaps the off-screen scenes
+    rng = np.random.default_rng(3)
+    n = 400
+    av_pos, av_neg = rng.uniform(0.3, 1.0, n), rng.uniform(0.0, 0.7, n)
+    heard_pos = np.clip(1.3 - av_pos + rng.normal(0, 0.05, n), 0, 1)
+    heard_neg = np.clip(0.6 - av_neg + rng.normal(0, 0.05, n), 0, 1)
+    presence = rng.uniform(0, 1, 2 * n)                 # carries nothing
+    pos = np.stack([av_pos, presence[:n], heard_pos], 1)
+    neg = np.stack([av_neg, presence[n:], heard_neg], 1)
+    w = fit_in_view_combination(pos, neg)
+    assert list(w) == ["bias", *COMBINED_SCORES] and w["av_score"] > 0 and w["heard_av"] > 0
+    assert abs(w["presence"]) < 0.5 * min(w["av_score"], w["heard_av"])
+    single = max(fit_in_view_threshold(pos[:, i], neg[:, i]).tpr for i in range(3))
+    p, q = (combined_score(w, **dict(zip(COMBINED_SCORES, rows.T))) for rows in (pos, neg))
+    assert ((0 < p) & (p < 1)).all()
+    assert fit_in_view_threshold(p, q).tpr > single + 0.3
+    with pytest.raises(ValueError, match="positive and negative"):
+        fit_in_view_combination(pos, neg[:0])
+
+
+def test_the_combined_score_needs_its_weights_and_every_score_it_weighs():
+    w = {"bias": -3.0, "av_score": 2.0, "presence": 0.0, "heard_av": 4.0}
+    assert combined_score(w, av_score=0.5, presence=None, heard_av=0.5) == pytest.approx(0.5)
+    with pytest.raises(RuleError, match="weighs presence, which was not computed"):
+        combined_score({**w, "presence": 1.0}, av_score=0.5, presence=None, heard_av=0.5)
+    with pytest.raises(RuleError, match="'combined' needs the weights"):
+        Rules(in_view_score="combined")
+    with pytest.raises(RuleError, match="must map exactly bias, av_score, presence, heard_av"):
+        Rules(in_view_score="combined", in_view_combination={"bias": 1.0})
+    with pytest.raises(RuleError, match=r"in_view_combination\['heard_av'\] must be a finite number"):
+        Rules(in_view_combination={**w, "heard_av": float("nan")})
+    rules = Rules(in_view_score="combined", in_view_combination=w)
+    assert rules.to_dict()["in_view_combination"] == w
+
+
 def test_audio_gate_sits_below_the_quietest_clip_within_bounds():
     assert fit_audio_gate([-25.0, -18.0]) == -45.0
     assert fit_audio_gate([-12.0]) == -40.0     # never above -40 dBFS
@@ -169,9 +207,15 @@ def test_the_export_stores_calibrated_rules(smoke_bundle):
         Rules.from_postprocessing(p, tau=0.3)
     with pytest.raises(ValueError, match="in_view_threshold must be a number in"):
         Rules(in_view_threshold=2.0)
-    with pytest.raises(ValueError, match="in_view_score must be one of av_score, presence, heard_av"):
+    with pytest.raises(ValueError, match="in_view_score must be one of av_score, presence, heard_av, combined"):
         Rules.from_postprocessing(p, in_view_score="loudness")
+    # the combination is stored whichever score was kept, so a user can switch to it
+    assert report["in_view_combination"] == p.in_view_combination and set(p.in_view_combination) == {
+        "bias", *COMBINED_SCORES}
+    assert Rules.from_postprocessing(p, in_view_score="combined").in_view_combination == p.in_view_combination
     # a bundle exported before the choice existed keeps its av_score rule
-    old = dataclasses.replace(p, in_view_score=None, box_method=None)
+    old = dataclasses.replace(p, in_view_score=None, box_method=None, in_view_combination=None)
     assert Rules.from_postprocessing(old).in_view_score == "av_score"
+    with pytest.raises(ValueError, match="'combined' needs the weights"):
+        Rules.from_postprocessing(old, in_view_score="combined")
     assert Rules.from_postprocessing(old).box_method == "map"

@@ -472,7 +472,8 @@ def register_bundle_cases() -> None:
     manifest_case("files lists ../outside/secret.txt", _files_up)
     for key, values in [("in_view_threshold", [float("nan"), 5.0, "high"]), ("audio_gate_db", [float("nan"), 50.0]),
                         ("class_threshold", [2.0]), ("box_tau", [float("nan"), -0.5]),
-                        ("softmax_scale", [float("nan"), 0.0]), ("in_view_score", ["bogus"]), ("box_method", ["bogus"])]:
+                        ("softmax_scale", [float("nan"), 0.0]), ("in_view_score", ["bogus"]), ("box_method", ["bogus"]),
+                        ("in_view_combination", [[1.0], {"bias": float("inf")}])]:
         for v in values:
             manifest_case(f"postprocessing.{key} = {v!r}", _set(f"postprocessing.{key}", v))
     manifest_case("postprocessing missing", _set("postprocessing", DELETE))
