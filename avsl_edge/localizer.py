@@ -62,7 +62,7 @@ from .boxes import WORKING_RESOLUTION, sounding_boxes
 from .bundle import Bundle
 from .preprocess import normalize_chw, resize_rgb
 from .result import Box, Result
-from .rules import IN_VIEW_SCORES, RuleError, Rules, combined_score  # noqa: F401 - also avsl_edge.localizer's
+from .rules import IN_VIEW_SCORES, RuleError, Rules, calibrated_threshold, combined_score  # noqa: F401 - also avsl_edge.localizer's
 
 MAX_SAMPLE_RATE = 768_000
 
@@ -197,7 +197,11 @@ class Localizer:
 
     # ---- configuration
     def with_rules(self, **overrides: float | str) -> Localizer:
-        """A Localizer sharing this one's backend, with some rules replaced."""
+        """A Localizer sharing this one's backend, with some rules replaced; a new ``in_view_score``
+        without an ``in_view_threshold`` takes that score's calibrated threshold, where the bundle has one."""
+        if overrides.get("in_view_score") is not None and overrides.get("in_view_threshold") is None:
+            t = calibrated_threshold(self.bundle.manifest.postprocessing.calibration, str(overrides["in_view_score"]))
+            overrides = {**overrides, "in_view_threshold": self.rules.in_view_threshold if t is None else t}
         return Localizer(self.bundle, self.backend, replace(self.rules, **overrides), self.keep_image,
                          self.box_resolution)
 
@@ -298,8 +302,9 @@ class Localizer:
         presence = float(self.presence(out["v_fea"], state.cluster_probs)[0]) if "v_fea" in out else None
         heard_av = float(heard_av_score(av[None], cmaps[None], state.class_probs[None])[0])
         scores = {"av_score": av_score, "presence": presence, "heard_av": heard_av}
-        combined = (float(combined_score(self.rules.in_view_combination, **scores))
-                    if self.rules.in_view_combination is not None else None)
+        weights = self.rules.in_view_combination  # computed when its scores are (presence only when the rule needs it)
+        combined = (float(combined_score(weights, **scores))
+                    if weights is not None and (presence is not None or weights["presence"] == 0.0) else None)
         score = combined if self.rules.in_view_score == "combined" else scores[self.rules.in_view_score]
         in_view = bool(state.gate_open and score is not None and score >= self.rules.in_view_threshold)
         named = self.named_classes(state.class_probs) if in_view else []

@@ -66,7 +66,9 @@ class Rules:
 
     @classmethod
     def from_postprocessing(cls, p: Postprocessing, **overrides: float | str | None) -> Rules:
-        """The manifest's values (a bundle without calibration: ``sounding_threshold`` and defaults)."""
+        """The manifest's values (a bundle without calibration: ``sounding_threshold`` and defaults). An
+        ``in_view_score`` override without an ``in_view_threshold`` one takes that score's calibrated
+        threshold (:func:`calibrated_threshold`), where the calibration has it."""
         values: dict[str, Any] = {
             "in_view_threshold": p.in_view_threshold if p.in_view_threshold is not None else p.sounding_threshold,
             "audio_gate_db": p.audio_gate_db, "class_threshold": p.class_threshold, "box_tau": p.box_tau,
@@ -77,11 +79,24 @@ class Rules:
         if unknown:
             raise UnknownRuleError(f"unknown rule overrides {unknown}; the rules are {sorted(values)}")
         values.update({k: (v if k in TEXT_RULES else float(v)) for k, v in overrides.items() if v is not None})
+        if overrides.get("in_view_score") is not None and overrides.get("in_view_threshold") is None:
+            t = calibrated_threshold(p.calibration, values["in_view_score"])
+            values["in_view_threshold"] = values["in_view_threshold"] if t is None else t
         return cls(**values)
 
     def to_dict(self) -> dict[str, Any]:
         return {k: (v if isinstance(v, str) or v is None else dict(v) if isinstance(v, Mapping) else float(v))
                 for k, v in asdict(self).items()}
+
+
+def calibrated_threshold(calibration: Mapping[str, Any], score: str) -> float | None:
+    """The threshold a calibration report fitted for the in-view ``score``, or None (none fitted: a
+    bundle from before that score, or not calibrated)."""
+    fits = calibration.get("in_view_fits") if isinstance(calibration, Mapping) else None
+    fit = fits.get(score) if isinstance(fits, Mapping) else None
+    t = fit.get("threshold") if isinstance(fit, Mapping) else None
+    ok = isinstance(t, (int, float)) and not isinstance(t, bool) and math.isfinite(t) and 0.0 <= t <= 1.0
+    return float(t) if ok else None
 
 
 def check_combination(weights: Any) -> dict[str, float]:

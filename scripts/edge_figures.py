@@ -17,7 +17,8 @@ localization ask), for the negatives (silence, noise, off-screen sound): the sha
 the drawn boxes cover, the largest av-map value and the share of the frame where the av map is at
 least 0.5; and over in-view scenes (solo, duet, mosaic, solo_distractor) against each negative kind,
 the average precision and the best F1 of the in-view decision score (the rules' in-view score when
-the audio gate is open, below every score when it is closed), threshold-free. These need
+the audio gate is open, below every score when it is closed), threshold-free, beside the positives'
+share (the AP of a score that carries nothing; declaring everything in view has F1 2p / (1 + p)). These need
 scikit-learn's metrics (the `train` extra).
 """
 
@@ -81,7 +82,8 @@ def separation(positives: list[float], negatives: list[float]) -> dict[str, floa
     precision, recall, thresholds = precision_recall_curve(y, s)
     f1 = 2 * precision * recall / np.maximum(precision + recall, 1e-12)
     best = int(np.argmax(f1[:-1])) if len(thresholds) else 0
-    return {"ap": 100.0 * float(average_precision_score(y, s)), "max_f1": 100.0 * float(f1[best]),
+    return {"positive_share": 100.0 * len(positives) / len(y),  # AP of a score that carries nothing
+            "ap": 100.0 * float(average_precision_score(y, s)), "max_f1": 100.0 * float(f1[best]),
             "threshold_at_max_f1": float(thresholds[best]) if len(thresholds) else float("nan")}
 
 

@@ -14,6 +14,7 @@ import avsl_edge
 from avsl_edge import cli, registry
 from avsl_edge.bundle import BundleError, load_bundle
 from avsl_edge.media import probe, read_sound
+from avsl_edge.rules import combined_score
 from export.package_default import CARD_NAME, package_bundle
 from runtime.demo_command import demo_folder
 
@@ -59,6 +60,13 @@ def test_the_shipped_model_is_found_without_naming_one_and_localizes(tmp_path, m
     frame = np.full((240, 320, 3), 90, np.uint8)
     r = avsl_edge.load(intra_op_threads=1).localize(frame, sound[:rate], rate, rgb=True)
     assert r.frame_size == (240, 320) and r.classes == b.classes
+    # its calibrated combination of the in-view scores is there to switch to, with that score's threshold
+    combined = avsl_edge.load(intra_op_threads=1, in_view_score="combined")
+    fits = b.manifest.postprocessing.calibration["in_view_fits"]
+    assert combined.rules.in_view_threshold == fits["combined"]["threshold"] != b.manifest.postprocessing.in_view_threshold
+    r = combined.localize(frame, sound[:rate], rate, rgb=True)
+    assert r.combined == pytest.approx(float(combined_score(combined.rules.in_view_combination, av_score=r.av_score,
+                                                            presence=r.presence, heard_av=r.heard_av)))
 
 
 def test_demo_writes_an_overlay_per_clip_a_grid_and_a_line_per_clip(smoke_bundle, tmp_path, capsys):

@@ -212,7 +212,11 @@ def test_the_export_stores_calibrated_rules(smoke_bundle):
     # the combination is stored whichever score was kept, so a user can switch to it
     assert report["in_view_combination"] == p.in_view_combination and set(p.in_view_combination) == {
         "bias", *COMBINED_SCORES}
-    assert Rules.from_postprocessing(p, in_view_score="combined").in_view_combination == p.in_view_combination
+    switched = Rules.from_postprocessing(p, in_view_score="combined")
+    assert switched.in_view_combination == p.in_view_combination
+    for score, fit in report["in_view_fits"].items():  # a switched score comes with its own calibrated threshold
+        assert Rules.from_postprocessing(p, in_view_score=score).in_view_threshold == fit["threshold"]
+    assert Rules.from_postprocessing(p, in_view_score="presence", in_view_threshold=0.1).in_view_threshold == 0.1
     # a bundle exported before the choice existed keeps its av_score rule
     old = dataclasses.replace(p, in_view_score=None, box_method=None, in_view_combination=None)
     assert Rules.from_postprocessing(old).in_view_score == "av_score"
