@@ -52,7 +52,7 @@ from .errors import UserError
 from .evaluation import class_index, markdown_table
 from .media import MediaError, read_sound
 from .options import int_in
-from .registry import resolve_model
+from .registry import PACKAGED_BUNDLE, resolve_model
 from .rules import Rules, describe_combination
 
 
@@ -200,6 +200,7 @@ def bundle_info(root: Path, verify: bool = True) -> dict[str, Any]:
     p = m.postprocessing
     return {
         "bundle": str(b.root), "format_version": m.format_version, "created": m.created,
+        "packaged_default": b.root.resolve() == PACKAGED_BUNDLE.resolve(),
         "source": m.source, "classes": list(m.classes), "num_clusters": m.num_clusters,
         "image_size": m.preprocessing.image_size, "train_image_size": m.model.get("train_image_size"),
         "feature_hw": m.model.get("feature_hw"),
@@ -239,7 +240,8 @@ def cmd_info(args: argparse.Namespace) -> int:
         return 0
     r = info["rules"]
     lines = [
-        f"bundle      {info['bundle']} (format {info['format_version']}, created {info['created']})",
+        f"bundle      {info['bundle']} (format {info['format_version']}, created {info['created']}"
+        f"{'; the default model shipped in the package, see its MODEL_CARD.md' if info['packaged_default'] else ''})",
         f"source      {info['source'].get('checkpoint', '?')} (preset {info['preset']})",
         f"classes     {len(info['classes'])}: {', '.join(info['classes'])}",
         f"model       image {info['image_size']} px"

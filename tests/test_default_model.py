@@ -46,7 +46,7 @@ def test_packaging_refuses_a_variant_the_export_lacks_and_leaves_nothing(smoke_b
 
 
 @pytest.mark.skipif(not (SHIPPED / "manifest.json").is_file(), reason="this tree ships no default model")
-def test_the_shipped_model_is_found_without_naming_one_and_localizes(tmp_path, monkeypatch):
+def test_the_shipped_model_is_found_without_naming_one_and_localizes(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # no pipeline run registered
     monkeypatch.delenv(registry.ENV_MODEL, raising=False)
     assert registry.resolve_model() == SHIPPED
@@ -55,6 +55,8 @@ def test_the_shipped_model_is_found_without_naming_one_and_localizes(tmp_path, m
     assert (SHIPPED / CARD_NAME).read_text() == (REPO / "docs" / "model_card.md").read_text()  # the card beside it
     size = sum(p.stat().st_size for p in SHIPPED.rglob("*") if p.is_file())
     assert size < 60e6
+    assert cli.main(["info", "--no-verify"]) == 0
+    assert "the default model shipped in the package, see its MODEL_CARD.md" in capsys.readouterr().out
     video = demo_folder() / "solo_a.mp4"
     sound, rate = read_sound(video)
     frame = np.full((240, 320, 3), 90, np.uint8)

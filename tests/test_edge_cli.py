@@ -109,10 +109,12 @@ def test_info(smoke_bundle, capsys):
     assert "accordion, banjo" in text and "(calibrated)" in text and "int8" in text and "CPUExecutionProvider" in text
     assert "image 64 px, feature map [4, 4], K = 11" in text  # trained at the size it runs at
     assert "operating points on " in text and "<= 10.0 %: " in text  # other --in-view-threshold choices
+    assert "combined = sigmoid(" in text and "shipped in the package" not in text
     assert _cli("info", "--model", smoke_bundle, "--json", "--no-verify") == 0
     info = json.loads(capsys.readouterr().out)
     assert info["calibrated"] and set(info["variants"]) == {"fp32", "fp16", "int8", "int8-cpu"}
     assert "CPUExecutionProvider" in info["providers_usable"]
+    assert not info["packaged_default"] and info["rules"]["in_view_combination"]
 
 
 @pytest.mark.parametrize("args,message", [
