@@ -78,7 +78,8 @@ class Rules:
         unknown = sorted(set(overrides) - set(values))
         if unknown:
             raise UnknownRuleError(f"unknown rule overrides {unknown}; the rules are {sorted(values)}")
-        values.update({k: (v if k in TEXT_RULES else float(v)) for k, v in overrides.items() if v is not None})
+        values.update({k: (v if k in TEXT_RULES or k == "in_view_combination" else float(v))
+                       for k, v in overrides.items() if v is not None})
         if overrides.get("in_view_score") is not None and overrides.get("in_view_threshold") is None:
             t = calibrated_threshold(p.calibration, values["in_view_score"])
             values["in_view_threshold"] = values["in_view_threshold"] if t is None else t

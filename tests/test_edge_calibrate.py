@@ -8,7 +8,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from avsl_edge.bundle import load_bundle
+from avsl_edge.bundle import Postprocessing, load_bundle
 from avsl_edge.calibrate import (BOX_RULE_GRID, OPERATING_FPRS, ThresholdFit, choose_in_view_score, f1,
                                  fit_audio_gate, fit_box_rule, fit_class_threshold, fit_in_view_combination,
                                  fit_in_view_threshold,
@@ -134,6 +134,8 @@ def test_the_combined_score_needs_its_weights_and_every_score_it_weighs():
         Rules(in_view_combination={**w, "heard_av": float("nan")})
     rules = Rules(in_view_score="combined", in_view_combination=w)
     assert rules.to_dict()["in_view_combination"] == w
+    from_manifest = Rules.from_postprocessing(Postprocessing(), in_view_score="combined", in_view_combination=w)
+    assert from_manifest.in_view_combination == w and from_manifest.in_view_threshold == 0.5  # nothing calibrated
 
 
 def test_audio_gate_sits_below_the_quietest_clip_within_bounds():
