@@ -49,7 +49,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -62,7 +62,7 @@ from .boxes import WORKING_RESOLUTION, sounding_boxes
 from .bundle import Bundle
 from .preprocess import normalize_chw, resize_rgb
 from .result import Box, Result
-from .rules import IN_VIEW_SCORES, RuleError, Rules, calibrated_threshold, combined_score  # noqa: F401 - also avsl_edge.localizer's
+from .rules import IN_VIEW_SCORES, RuleError, Rules, combined_score  # noqa: F401 - also avsl_edge.localizer's, as before
 
 MAX_SAMPLE_RATE = 768_000
 
@@ -199,11 +199,9 @@ class Localizer:
     def with_rules(self, **overrides: float | str) -> Localizer:
         """A Localizer sharing this one's backend, with some rules replaced; a new ``in_view_score``
         without an ``in_view_threshold`` takes that score's calibrated threshold, where the bundle has one."""
-        if overrides.get("in_view_score") is not None and overrides.get("in_view_threshold") is None:
-            t = calibrated_threshold(self.bundle.manifest.postprocessing.calibration, str(overrides["in_view_score"]))
-            overrides = {**overrides, "in_view_threshold": self.rules.in_view_threshold if t is None else t}
-        return Localizer(self.bundle, self.backend, replace(self.rules, **overrides), self.keep_image,
-                         self.box_resolution)
+        return Localizer(self.bundle, self.backend,
+                         self.rules.replaced(self.bundle.manifest.postprocessing.calibration, **overrides),
+                         self.keep_image, self.box_resolution)
 
     def info(self) -> dict[str, Any]:
         return {"bundle": str(self.bundle.root), "classes": list(self.classes), "image_size": self.image_size,

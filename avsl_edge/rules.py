@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -78,12 +78,17 @@ class Rules:
         unknown = sorted(set(overrides) - set(values))
         if unknown:
             raise UnknownRuleError(f"unknown rule overrides {unknown}; the rules are {sorted(values)}")
-        values.update({k: (v if k in TEXT_RULES or k == "in_view_combination" else float(v))
-                       for k, v in overrides.items() if v is not None})
+        return cls(**values).replaced(p.calibration, **{k: (v if k in TEXT_RULES or k == "in_view_combination"
+                                                            else float(v)) for k, v in overrides.items() if v is not None})
+
+    def replaced(self, calibration: Mapping[str, Any], **overrides: Any) -> Rules:
+        """These rules with ``overrides``; a new ``in_view_score`` without an ``in_view_threshold``
+        takes that score's threshold from ``calibration`` (:func:`calibrated_threshold`), where it has one."""
         if overrides.get("in_view_score") is not None and overrides.get("in_view_threshold") is None:
-            t = calibrated_threshold(p.calibration, values["in_view_score"])
-            values["in_view_threshold"] = values["in_view_threshold"] if t is None else t
-        return cls(**values)
+            t = calibrated_threshold(calibration, str(overrides["in_view_score"]))
+            if t is not None:
+                overrides = {**overrides, "in_view_threshold": t}
+        return replace(self, **overrides)
 
     def to_dict(self) -> dict[str, Any]:
         return {k: (v if isinstance(v, str) or v is None else dict(v) if isinstance(v, Mapping) else float(v))

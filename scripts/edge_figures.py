@@ -50,8 +50,7 @@ NEGATIVE_KINDS = ("silence", "noise", "offscreen")
 
 def decision_score(r: Result) -> float:
     """The score the in-view rule thresholds, or -1 (below every score) when the audio gate is closed."""
-    name = r.rules["in_view_score"]
-    score = {"av_score": r.av_score, "presence": r.presence, "heard_av": r.heard_av, "combined": r.combined}[name]
+    score = getattr(r, r.rules["in_view_score"])  # Result holds each in-view score under its rule name
     return float(score) if r.gate_open and score is not None else -1.0
 
 
