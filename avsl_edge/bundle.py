@@ -21,7 +21,7 @@ Layout (``variant`` = fp32 | fp16 | int8 | int8-cpu)::
     int8/{audio,image}.onnx  explicit QDQ int8 (per-channel weights, symmetric int8 activations): the
                              form TensorRT builds (strongly typed); ONNX Runtime's CPU EP runs only
                              about half of its convolutions in int8
-    int8-cpu/{audio,image}.onnx  explicit QDQ, per-channel int8 weights, asymmetric uint8 activations,
+    int8-cpu/{audio,image}.onnx  explicit QDQ, per-channel 7-bit int8 weights, asymmetric uint8 activations,
                              int32 biases (u8s8): the form ONNX Runtime's CPU EP runs fully in int8
                              (3-4x faster than fp32 with VNNI); optional, bundles before it lack it
     engines/*.engine         TensorRT engines (optional; tied to one GPU model + TensorRT version)

@@ -35,6 +35,21 @@ from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, 
 from avsl_edge.errors import UserError
 
 CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
+INT8_WEIGHT_TYPES = ("int8", "uint8")
+#: The forms of the ONNX Runtime CPU variant (``int8-cpu``), as :func:`to_int8` options beside
+#: ``symmetric=False``; ``python -m benchmarks.int8_forms`` measures each.
+CPU_FORMS: dict[str, dict[str, object]] = {
+    "u8s8": {},
+    "u8s8-reduce-range": {"reduce_range": True},
+    "u8u8": {"weights": "uint8"},
+    "u8s8-per-tensor": {"per_channel": False},
+    "u8s8-qoperator": {"qoperator": True},
+}
+#: 7-bit weights: without VNNI (AVX2, AVX-512 without VNNI) ONNX Runtime's u8s8 kernels add two
+#: uint8 x int8 products into a saturating int16, and at full range that clips in the first
+#: convolutions; at the same speed with VNNI and within 1 point of fp32 on validation
+#: (docs/performance.md, "The INT8 form").
+INT8_CPU_FORM = "u8s8-reduce-range"
 
 
 class QuantizeError(UserError, RuntimeError):
@@ -213,18 +228,30 @@ class FeedReader(CalibrationDataReader):
 
 
 def to_int8(src: str | os.PathLike, dst: str | os.PathLike, calibration: Sequence[Mapping[str, np.ndarray]],
-            method: str = "minmax", symmetric: bool = True) -> Path:
+            method: str = "minmax", symmetric: bool = True, *, reduce_range: bool = False,
+            weights: str = "int8", per_channel: bool = True, qoperator: bool = False) -> Path:
     """Explicit-QDQ int8 copy of ``src`` calibrated on ``calibration`` (a list of input feeds).
 
     ``quant_pre_process`` (shape inference + basic fusions) runs first, then ``quantize_static``
     with QuantFormat.QDQ and per-channel symmetric int8 weights. Activations:
 
     * ``symmetric=True`` (the ``int8`` variant, for TensorRT): int8 with zero point 0, float biases.
-    * ``symmetric=False`` (the ``int8-cpu`` variant, for ONNX Runtime's CPU EP): uint8 with a
+    * ``symmetric=False`` (the ``int8-cpu`` variant, for ONNX Runtime's CPU EP, whose export adds
+      :data:`INT8_CPU_FORM`'s options): uint8 with a
       calibrated zero point and int32 biases, the u8s8 form for which ONNX Runtime fuses every
       DQ -> Conv -> Q into a QLinearConv (VNNI kernels on x86). With symmetric int8 activations
       the CPU EP keeps about half of the convolutions in float.
+
+    The other forms ONNX Runtime's CPU EP takes (``benchmarks.int8_forms`` measures them; the
+    TensorRT form allows none of them): ``reduce_range`` (7-bit weights, so that AVX2's
+    ``vpmaddubsw`` pair sums cannot saturate), ``weights="uint8"`` (u8u8: asymmetric uint8
+    weights, the form without saturating multiply-adds on any ISA), ``per_channel=False`` (one
+    weight scale per tensor) and ``qoperator`` (QLinearConv nodes written into the file).
     """
+    if weights not in INT8_WEIGHT_TYPES:
+        raise ValueError(f"weights must be one of {INT8_WEIGHT_TYPES}, got {weights!r}")
+    if symmetric and (reduce_range or weights != "int8" or not per_channel or qoperator):
+        raise ValueError("the symmetric (TensorRT) form takes per-channel int8 QDQ weights at full range only")
     if method not in CALIBRATION_METHODS:
         raise ValueError(f"calibration method must be one of {CALIBRATION_METHODS}, got {method!r}")
     if not calibration:
@@ -241,17 +268,18 @@ def to_int8(src: str | os.PathLike, dst: str | os.PathLike, calibration: Sequenc
         onnx.save(model, str(pre))
         quantize_static(
             str(pre), str(dst), FeedReader(calibration),
-            quant_format=QuantFormat.QDQ,
-            per_channel=True,
+            quant_format=QuantFormat.QOperator if qoperator else QuantFormat.QDQ,
+            per_channel=per_channel,
+            reduce_range=reduce_range,
             activation_type=QuantType.QInt8 if symmetric else QuantType.QUInt8,
-            weight_type=QuantType.QInt8,
+            weight_type=QuantType.QInt8 if weights == "int8" else QuantType.QUInt8,
             nodes_to_quantize=trunk_nodes(model),
             calibrate_method={"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
                               "entropy": CalibrationMethod.Entropy}[method],
             # zero points 0 and float biases: what TensorRT's explicit quantization takes (it has no
             # int32 DequantizeLinear); ONNX Runtime folds the float bias into QLinearConv all the same
             extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False}
-            if symmetric else {"ActivationSymmetric": False, "WeightSymmetric": True, "QuantizeBias": True},
+            if symmetric else {"ActivationSymmetric": False, "WeightSymmetric": weights == "int8", "QuantizeBias": True},
         )
     try:
         return _save(onnx.load(str(dst)), dst)

@@ -81,6 +81,12 @@ VARIANT_DESCRIPTIONS = {
                 "activations, int32 biases: every convolution becomes a u8s8 QLinearConv) on the convolutional "
                 "trunks; front end, audio MLP and head stay float32",
 }
+CPU_FORM_NOTES = {  # what the int8-cpu description adds for a form other than plain u8s8
+    "u8s8-reduce-range": "; 7-bit weights (reduce_range), so that no ISA's multiply-adds saturate",
+    "u8u8": "; asymmetric uint8 weights (u8u8)",
+    "u8s8-per-tensor": "; one weight scale per tensor",
+    "u8s8-qoperator": "; QLinearConv nodes written into the file (QOperator)",
+}
 
 
 class ExportError(UserError, RuntimeError):
@@ -367,10 +373,11 @@ def export_fp32(run: LoadedRun, parity_samples: Samples, out: Path, opset: int, 
 
 
 def build_variants(paths: dict[str, Path], variants: Sequence[str], samples: Samples, out: Path,
-                   calibration_method: str, parts: dict[str, float],
-                   log: Callable[[str], None]) -> dict[str, dict[str, B.GraphFile]]:
+                   calibration_method: str, parts: dict[str, float], log: Callable[[str], None],
+                   int8_cpu_form: str = quantize.INT8_CPU_FORM) -> dict[str, dict[str, B.GraphFile]]:
     """The fp16 / int8 / int8-cpu audio and image graphs from the fp32 ones (INT8 calibrated on
-    ``samples``); every variant shares the fp32 head. Variant -> graph -> file."""
+    ``samples``, int8-cpu in ``int8_cpu_form`` of :data:`export.quantize.CPU_FORMS`); every variant
+    shares the fp32 head. Variant -> graph -> file."""
     variant_graphs = {"fp32": {g: B.GraphFile(f"fp32/{g}.onnx", "fp32") for g in B.GRAPHS}}
     for v in variants:
         files = {}
@@ -384,7 +391,8 @@ def build_variants(paths: dict[str, Path], variants: Sequence[str], samples: Sam
                 arr = samples.waveforms if g == B.AUDIO else samples.images
                 with _timed(parts, "int8_quantisation"):
                     quantize.to_int8(paths[g], dst, [{name: arr[i:i + 1]} for i in range(len(arr))],
-                                     calibration_method, symmetric=v == "int8")
+                                     calibration_method, symmetric=v == "int8",
+                                     **(quantize.CPU_FORMS[int8_cpu_form] if v == "int8-cpu" else {}))
             files[g] = B.GraphFile(f"{v}/{g}.onnx", "int8" if v == "int8-cpu" else v)
         files[B.HEAD] = B.GraphFile(f"fp32/{B.HEAD}.onnx", "fp32")
         variant_graphs[v] = files
@@ -393,7 +401,8 @@ def build_variants(paths: dict[str, Path], variants: Sequence[str], samples: Sam
 
 
 def build_manifest(run: LoadedRun, feature_hw: tuple[int, int], variant_graphs: dict[str, dict[str, B.GraphFile]],
-                   metrics: dict | None, opset: int, parity: dict, calibration: dict) -> B.Manifest:
+                   metrics: dict | None, opset: int, parity: dict, calibration: dict,
+                   int8_cpu_form: str = quantize.INT8_CPU_FORM) -> B.Manifest:
     """The bundle's manifest before its variant reports and calibrated rules are added."""
     cfg = run.config
     size, k = inference_size(cfg), cfg.model.num_clusters
@@ -410,7 +419,9 @@ def build_manifest(run: LoadedRun, feature_hw: tuple[int, int], variant_graphs: 
             solo_tau=cfg.eval.solo_tau, mosaic_tau=cfg.eval.mosaic_tau, duet_tau=cfg.eval.duet_tau,
             nsa_threshold=cfg.eval.nsa_threshold),
         graphs=B.graph_specs(k, size, (h, wd), cfg.model.embed_dim, clip_samples=CLIP_SAMPLES),
-        variants={v: B.Variant(gs, VARIANT_DESCRIPTIONS[v]) for v, gs in variant_graphs.items()},
+        variants={v: B.Variant(gs, VARIANT_DESCRIPTIONS[v] + (CPU_FORM_NOTES.get(int8_cpu_form, "")
+                                                              if v == "int8-cpu" else ""))
+                  for v, gs in variant_graphs.items()},
         model={"image_size": size, "train_image_size": cfg.data.image_size, "feature_hw": [h, wd],
                "num_clusters": k, "embed_dim": cfg.model.embed_dim, "feature_dim": 512, "gate": cfg.model.gate,
                "config": dataclasses.asdict(cfg.model),
@@ -439,6 +450,7 @@ def export_run(model_path: str | os.PathLike, out_dir: str | os.PathLike,
                opset: int = OPSET,
                max_fpr: float = 0.02,
                calibration_pack: str | None = None,
+               int8_cpu_form: str = quantize.INT8_CPU_FORM,
                log: Callable[[str], None] = print) -> Path:
     """Export ``model_path`` (a run's model.pt or its run folder) into the bundle ``out_dir``.
 
@@ -451,6 +463,7 @@ def export_run(model_path: str | os.PathLike, out_dir: str | os.PathLike,
         declare sounding in view (:mod:`avsl_edge.calibrate`).
     calibration_pack: the SynthMUSIC pack of the rendered INT8 samples and rule-calibration scenes
         (default: the pack the run trained on, without its held-out sources).
+    int8_cpu_form: the quantization form of the int8-cpu variant (:data:`export.quantize.CPU_FORMS`).
     The bundle is assembled in a temporary sibling folder and renamed into place; an existing
     bundle at ``out_dir`` is replaced, any other non-empty folder is an error.
     """
@@ -459,6 +472,8 @@ def export_run(model_path: str | os.PathLike, out_dir: str | os.PathLike,
         raise ExportError(f"unknown variants {bad}; choose from fp16, int8, int8-cpu (fp32 is always exported)")
     if not 0.0 <= max_fpr < 1.0:
         raise ExportError(f"--max-fpr must be in [0, 1), got {max_fpr}")
+    if int8_cpu_form not in quantize.CPU_FORMS:
+        raise ExportError(f"--int8-cpu-form must be one of {', '.join(quantize.CPU_FORMS)}, got {int8_cpu_form!r}")
     out_dir = Path(out_dir)
     _prepare_out(out_dir)
     parts: dict[str, float] = {}
@@ -480,12 +495,13 @@ def export_run(model_path: str | os.PathLike, out_dir: str | os.PathLike,
     with atomic_dir(out_dir) as tmp:
         paths, parity_report, feature_hw = export_fp32(run, parity_samples, tmp, opset, threads, parts, log)
         np.save(tmp / B.DICTIONARY_NAME, run.dictionary.numpy().astype(np.float32))
-        variant_graphs = build_variants(paths, variants, samples, tmp, calibration_method, parts, log)
+        variant_graphs = build_variants(paths, variants, samples, tmp, calibration_method, parts, log, int8_cpu_form)
         manifest = build_manifest(run, feature_hw, variant_graphs, metrics, opset,
                                   parity={"samples": parity_samples.source,
                                           "tolerance": f"{PARITY_TOLERANCE} x max(1, |ref|)", "graphs": parity_report},
                                   calibration={"samples": samples.source, "method": calibration_method,
-                                               "size": len(samples)})
+                                               "size": len(samples), "int8_cpu_form": int8_cpu_form},
+                                  int8_cpu_form=int8_cpu_form)
         B.write_manifest(tmp, manifest)
         bundle = B.load_bundle(tmp)
         with _timed(parts, "variant_reports"):
@@ -566,6 +582,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--variants", default="fp16,int8,int8-cpu", help="comma-separated precision variants besides fp32")
     p.add_argument("--calibration-size", type=int_in(1, 10_000), default=32, help="calibration images (default 32)")
     p.add_argument("--calibration-method", choices=quantize.CALIBRATION_METHODS, default="minmax")
+    p.add_argument("--int8-cpu-form", choices=tuple(quantize.CPU_FORMS), default=quantize.INT8_CPU_FORM,
+                   help=f"quantization form of the int8-cpu variant (default {quantize.INT8_CPU_FORM}: 7-bit weights, "
+                        "which no CPU's multiply-adds saturate; python -m benchmarks.int8_forms compares them)")
     p.add_argument("--calibration-pack", choices=("v1", "v2"),
                    help="SynthMUSIC pack of the rendered INT8 samples and rule-calibration scenes (default: the "
                         "pack the run trained on, without its held-out sources)")
@@ -588,7 +607,7 @@ def main(argv: list[str] | None = None) -> int:
         export_run(ckpt, out, args.calibration_data, eval_data=eval_data, variants=variants,
                    calibration_size=args.calibration_size, calibration_method=args.calibration_method,
                    evaluate=not args.no_eval, threads=args.threads, max_fpr=args.max_fpr,
-                   calibration_pack=args.calibration_pack)
+                   calibration_pack=args.calibration_pack, int8_cpu_form=args.int8_cpu_form)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

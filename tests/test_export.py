@@ -26,8 +26,8 @@ from avsl_edge import tensorrt_engine as T
 from export import quantize
 from avsl_edge.backends import CPU_EP, OnnxRuntimeBackend
 from avsl_edge.cli import main as cli_main
-from export.to_onnx import (OPSET, AudioGraph, HeadGraph, ImageGraph, Samples, export_graph, export_run, load_run,
-                            load_samples, parity)
+from export.to_onnx import (OPSET, AudioGraph, ExportError, HeadGraph, ImageGraph, Samples, export_graph, export_run,
+                            load_run, load_samples, parity)
 from training.checkpoint import save_checkpoint
 from training.config import preset, to_dict
 from training.data.classes import CLASSES
@@ -301,6 +301,27 @@ def test_int8_cpu_graphs_run_every_convolution_in_int8_in_onnxruntime(bundle_dir
     assert acts and all(onnx.numpy_helper.to_array(inits[n.input[2]]).dtype == np.uint8 for n in acts)
     assert b.manifest.variants["int8-cpu"].graphs["image"].precision == "int8"
     assert b.graph_path("head", "int8-cpu") == bundle_dir / "fp32" / "head.onnx"
+
+
+def test_int8_cpu_weights_are_seven_bit_so_no_cpu_saturates_their_pair_sums(bundle_dir):
+    b = B.load_bundle(bundle_dir)
+    assert b.manifest.export["calibration"]["int8_cpu_form"] == "u8s8-reduce-range"
+    assert "reduce_range" in b.manifest.variants["int8-cpu"].description
+    for g in ("audio", "image"):
+        m = onnx.load(str(b.graph_path(g, "int8-cpu")))
+        weights = [onnx.numpy_helper.to_array(t) for t in m.graph.initializer if t.data_type == onnx.TensorProto.INT8
+                   and len(t.dims) == 4]
+        assert len(weights) >= 20 and all(np.abs(w.astype(int)).max() <= 64 for w in weights)
+    # the TensorRT form keeps the full int8 range
+    m = onnx.load(str(b.graph_path("image", "int8")))
+    assert max(np.abs(onnx.numpy_helper.to_array(t).astype(int)).max() for t in m.graph.initializer
+               if t.data_type == onnx.TensorProto.INT8 and len(t.dims) == 4) == 127
+
+
+def test_an_unknown_int8_cpu_form_is_refused_before_anything_is_written(run_dir, tmp_path):
+    with pytest.raises(ExportError, match="--int8-cpu-form must be one of"):
+        export_run(run_dir / "model.pt", tmp_path / "bundle", int8_cpu_form="u4", log=lambda msg: None)
+    assert not (tmp_path / "bundle").exists()
 
 
 def test_int8_graphs_are_explicit_symmetric_qdq_with_per_channel_weights(bundle_dir):
