@@ -272,6 +272,23 @@ def _box_of(alpha: np.ndarray, x0: int, y0: int) -> tuple[float, float, float, f
     return (float(x0 + cols[0]), float(y0 + rows[0]), float(cols[-1] - cols[0] + 1), float(rows[-1] - rows[0] + 1))
 
 
+def _pasted_object(category: str, sounding: bool, res, tile, frame_hw: tuple[int, int], masks: bool,
+                   source: str = "") -> SceneObject:
+    """The SceneObject of a sprite that ``_paste`` put into ``tile`` (``res``: its result), in frame
+    coordinates, with its full-frame alpha when ``masks``."""
+    box = None if res is None else _box_of(res[1], res[0][0], res[0][1])
+    if box is None:
+        th, tw = tile.background.shape[:2]
+        raise RuntimeError(f"{category} sprite fell outside its {tw}x{th} tile")
+    bx, by, bw, bh = box
+    mask = None
+    if masks:
+        mask = np.zeros(frame_hw, np.uint8)
+        (x0, y0, x1, y1), alpha = res
+        mask[tile.y + y0 : tile.y + y1, tile.x + x0 : tile.x + x1] = np.round(alpha * 255).astype(np.uint8)
+    return SceneObject(category, (bx + tile.x, by + tile.y, bw, bh), sounding, mask, source=source)
+
+
 def _rand_colour(rng: np.random.Generator, sat=(0.05, 0.65), val=(0.3, 0.98)) -> np.ndarray:
     r, g, b = colorsys.hsv_to_rgb(rng.random(), rng.uniform(*sat), rng.uniform(*val))
     return np.array([r, g, b], dtype=np.float32) * 255.0
@@ -649,16 +666,7 @@ class SynthMusic:
                     m = _affine(p, ax * math.sin(2 * math.pi * fx * t + px), ay * math.sin(2 * math.pi * fy * t + py),
                                 aa * math.sin(2 * math.pi * fa * t + px + py))
                 res = _paste(view, p.sprite, m)
-                box = None if res is None else _box_of(res[1], res[0][0], res[0][1])
-                if box is None:
-                    raise RuntimeError(f"{p.category} sprite fell outside its {tw}x{th} tile")
-                bx, by, bw, bh = box
-                mask = None
-                if masks:
-                    mask = np.zeros((height, width), np.uint8)
-                    (x0, y0, x1, y1), alpha = res
-                    mask[tile.y + y0 : tile.y + y1, tile.x + x0 : tile.x + x1] = np.round(alpha * 255).astype(np.uint8)
-                objects.append(SceneObject(p.category, (bx + tile.x, by + tile.y, bw, bh), p.sounding, mask))
+                objects.append(_pasted_object(p.category, p.sounding, res, tile, (height, width), masks))
         np.clip(canvas, 0, 255, out=canvas)
         image = (canvas + 0.5).astype(np.uint8)
         return image, objects

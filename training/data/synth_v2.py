@@ -38,7 +38,7 @@ from training.data.synth import (
     SynthError,
     SynthMusic,
     _ALPHA_BOX,
-    _box_of,
+    _pasted_object,
     _layout,
     _paste,
     _Placement,
@@ -433,17 +433,8 @@ class SynthMusicV2(SynthMusic):
                     res = _paste(view, p.sprite, m)
                     if not p.category:
                         continue  # an occluder: no box
-                    box = None if res is None else _box_of(res[1], res[0][0], res[0][1])
-                    if box is None:
-                        raise RuntimeError(f"{p.category} sprite fell outside its {tw}x{th} tile")
-                    bx, by, bw, bh = box
-                    mask = None
-                    if masks:
-                        mask = np.zeros((height, width), np.uint8)
-                        (x0, y0, x1, y1), alpha = res
-                        mask[tile.y + y0 : tile.y + y1, tile.x + x0 : tile.x + x1] = np.round(alpha * 255).astype(np.uint8)
-                    objects.append(SceneObject(p.category, (bx + tile.x, by + tile.y, bw, bh), p.sounding, mask,
-                                               source=p.source))
+                    objects.append(_pasted_object(p.category, p.sounding, res, tile, (height, width), masks,
+                                                  source=p.source))
         quality = self._camera(canvas, np.random.default_rng(getattr(tiles[0], "camera_seed", 0)))
         image = (canvas + 0.5).astype(np.uint8)
         if quality is not None:
