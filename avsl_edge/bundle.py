@@ -147,7 +147,7 @@ class Postprocessing:
     nsa_threshold: float = 0.2
     # The edge Localizer's decisions (avsl_edge.localizer.Rules); optional, so older bundles load.
     in_view_threshold: float | None = None  # calibrated in-view threshold (None: sounding_threshold)
-    in_view_score: str | None = None        # what it applies to: av_score | presence | heard_av | combined
+    in_view_score: str | None = None        # what it applies to: one of rules.IN_VIEW_SCORES
                                             # (None: av_score)
     in_view_combination: dict[str, float] | None = None  # "combined"'s weights (avsl_edge.rules.combined_score)
     audio_gate_db: float = -50.0            # audio RMS (dBFS) below this: silence, nothing sounding

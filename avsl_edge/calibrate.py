@@ -10,8 +10,9 @@ The rules, each a pure function below:
 * ``in_view_score`` and ``in_view_threshold`` (:func:`fit_in_view_threshold`,
   :func:`choose_in_view_score`): for each in-view score (``av_score``, the av map's max,
   ``presence``, the heard cluster's :func:`avsl_edge.localizer.class_presence`, ``heard_av``,
-  :func:`avsl_edge.localizer.heard_av_score`, and ``combined``, the three weighed by a logistic
-  regression fitted on the same scenes, :func:`fit_in_view_combination`) the threshold that
+  :func:`avsl_edge.localizer.heard_av_score`, ``heard_class``, :func:`avsl_edge.localizer.heard_class_score`,
+  and ``combined``, the first three weighed by a logistic regression fitted on the same scenes,
+  :func:`fit_in_view_combination`) the threshold that
   maximises the balanced accuracy between scenes with a sounding instrument in view (positives: ``solo``,
   ``solo_distractor``, ``duet``, ``mosaic``) and scenes whose sound comes from off screen
   (negatives: ``offscreen``), among the thresholds that declare at most ``max_fpr`` (2 %) of the
@@ -53,8 +54,8 @@ import numpy as np
 
 from .boxes import BOX_METHODS
 from .errors import UserError
-from .localizer import IN_VIEW_SCORES, audio_window, heard_av_score
-from .rules import COMBINED_SCORES, combined_score
+from .localizer import IN_VIEW_SCORES, audio_window, heard_av_score, heard_class_score
+from .rules import COMBINED_SCORES, SINGLE_SCORES, combined_score
 from .result import Box
 
 if TYPE_CHECKING:
@@ -271,7 +272,7 @@ def calibrate(localizer: Localizer, scenes: Sequence[CalibrationScene], max_fpr:
     kinds = {s.kind for s in scenes}
     if not kinds & set(POSITIVE_KINDS) or not kinds & set(NEGATIVE_KINDS):
         raise CalibrationError(f"calibration needs scenes of {POSITIVE_KINDS} and {NEGATIVE_KINDS}, got {sorted(kinds)}")
-    scores: dict[str, list[float]] = {k: [] for k in COMBINED_SCORES}
+    scores: dict[str, list[float]] = {k: [] for k in SINGLE_SCORES}
     probs, levels = [], []
     box_hits: dict[tuple[str, float], list[bool]] = {k: [] for k in BOX_RULE_GRID}
     box_jobs: list[tuple] = []  # (scene, av map, its heard classes' maps, their true boxes)
@@ -285,6 +286,7 @@ def calibrate(localizer: Localizer, scenes: Sequence[CalibrationScene], max_fpr:
         chunk_probs = localizer.class_probs(out["audio_probs"])
         class_maps = np.stack([localizer.class_maps(cp) for cp in out["class_probs"]])
         scores["heard_av"] += [float(v) for v in heard_av_score(out["av_map"][:, 0], class_maps, chunk_probs)]
+        scores["heard_class"] += [float(v) for v in heard_class_score(class_maps, chunk_probs)]
         probs += list(chunk_probs)
         levels += [lv for _, lv in windows]
         for s, cm, av in zip(chunk, class_maps, out["av_map"]):

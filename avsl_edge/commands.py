@@ -150,7 +150,8 @@ def add_stream_options(p: argparse.ArgumentParser) -> None:
                         "whenever the audio gate is open)")
     p.add_argument("--in-view-score", choices=IN_VIEW_SCORES,
                    help="what the in-view threshold applies to: the av map's max (av_score), how much the frame "
-                        "shows the heard class (presence) or the av map where the heard class is seen (heard_av); "
+                        "shows the heard class (presence), the av map where the heard class is seen (heard_av), "
+                        "the peak of the heard class's map (heard_class) or the calibrated mix (combined); "
                         "default: the bundle's calibrated choice")
     p.add_argument("--box-tau", type=float, metavar="X",
                    help="override the bundle's calibrated box cut (0..1: a class's box bounds where the av map is "

@@ -31,9 +31,11 @@ Decisions (:class:`Rules`, from the bundle manifest's ``postprocessing``; each c
      of the heard cluster (:func:`class_presence`: the largest cosine between a position's v_fea
      and the dictionary key of the audio's most probable cluster); or ``"heard_av"``, the max of
      the av map where the frame shows the heard classes (:func:`heard_av_score`: the av map times
-     the class maps weighted by the audio's class probabilities); or ``"combined"``, a calibrated
-     logistic combination of the three (:func:`avsl_edge.rules.combined_score`, weights in
-     ``in_view_combination``). The export calibrates all four on SynthMUSIC scenes and keeps the one
+     the class maps weighted by the audio's class probabilities); ``"heard_class"``, the peak of
+     the class map of the class the audio hears most (:func:`heard_class_score`: whether any part
+     of the frame looks like it); or ``"combined"``, a calibrated logistic combination of the first
+     three (:func:`avsl_edge.rules.combined_score`, weights in ``in_view_combination``). The export
+     calibrates all five on SynthMUSIC scenes and keeps the one
      that separates best (see :mod:`avsl_edge.calibrate`); bundles from before the choice use av_score;
   3. classes: when in view, every class whose audio probability (summed over its clusters) is
      >= ``class_threshold``; the most probable class when none reaches it.
@@ -62,7 +64,7 @@ from .boxes import WORKING_RESOLUTION, sounding_boxes
 from .bundle import Bundle
 from .preprocess import normalize_chw, resize_rgb
 from .result import Box, Result
-from .rules import IN_VIEW_SCORES, RuleError, Rules, combined_score  # noqa: F401 - also avsl_edge.localizer's, as before
+from .rules import COMBINED_SCORES, IN_VIEW_SCORES, RuleError, Rules, combined_score  # noqa: F401 - also avsl_edge.localizer's, as before
 
 MAX_SAMPLE_RATE = 768_000
 
@@ -104,6 +106,19 @@ def heard_av_score(av_map: np.ndarray, class_maps: np.ndarray, class_probs: np.n
                          f"{av.shape}, {maps.shape} and {p.shape}")
     heard = np.einsum("bc,bchw->bhw", p, maps)
     return (av * heard).reshape(av.shape[0], -1).max(axis=1)
+
+
+def heard_class_score(class_maps: np.ndarray, class_probs: np.ndarray) -> np.ndarray:
+    """(B, C, h, w) class maps, (B, C) audio class probabilities -> (B,): the max over positions of
+    the class map of each row's most probable class, i.e. whether some part of the frame looks like
+    what the audio hears, wherever the av map fires. The class maps come from the head's softmax
+    (its scale saturates them): calibrated thresholds sit close to 1."""
+    maps = np.asarray(class_maps, np.float32)
+    p = np.asarray(class_probs, np.float32)
+    if maps.ndim != 4 or p.ndim != 2 or maps.shape[:2] != p.shape:
+        raise ValueError(f"heard_class_score: class_maps (B, C, h, w) and class_probs (B, C); got {maps.shape} and {p.shape}")
+    heard = np.argmax(p, axis=1)
+    return maps[np.arange(len(p)), heard].reshape(len(p), -1).max(axis=1)
 
 
 @dataclass(frozen=True)
@@ -299,15 +314,17 @@ class Localizer:
         cmaps = self.class_maps(out["class_probs"][0].astype(np.float32))
         presence = float(self.presence(out["v_fea"], state.cluster_probs)[0]) if "v_fea" in out else None
         heard_av = float(heard_av_score(av[None], cmaps[None], state.class_probs[None])[0])
-        scores = {"av_score": av_score, "presence": presence, "heard_av": heard_av}
+        heard_class = float(heard_class_score(cmaps[None], state.class_probs[None])[0])
+        scores = {"av_score": av_score, "presence": presence, "heard_av": heard_av, "heard_class": heard_class}
         weights = self.rules.in_view_combination  # computed when its scores are (presence only when the rule needs it)
-        combined = (float(combined_score(weights, **scores))
+        combined = (float(combined_score(weights, **{k: scores[k] for k in COMBINED_SCORES}))
                     if weights is not None and (presence is not None or weights["presence"] == 0.0) else None)
         score = combined if self.rules.in_view_score == "combined" else scores[self.rules.in_view_score]
         in_view = bool(state.gate_open and score is not None and score >= self.rules.in_view_threshold)
         named = self.named_classes(state.class_probs) if in_view else []
         result = Result(classes=self.classes, class_probs=state.class_probs, sounding=tuple(self.classes[i] for i in named),
-                        boxes=[], av_score=av_score, presence=presence, heard_av=heard_av, combined=combined,
+                        boxes=[], av_score=av_score, presence=presence, heard_av=heard_av, heard_class=heard_class,
+                        combined=combined,
                         in_view=in_view,
                         gate_open=bool(state.gate_open),
                         audio_db=state.audio_db, frame_size=(int(frame_hw[0]), int(frame_hw[1])), av_map_lowres=av,

@@ -11,8 +11,8 @@
     r.speed                    # {'audio': 21.3, 'preprocess': 0.4, 'image': 9.8, 'head': 0.1, 'postprocess': 0.6} (ms)
 
 Decisions (see :class:`avsl_edge.localizer.Rules`): ``gate_open`` (the audio is loud enough),
-``in_view`` (gate open and the in-view score, ``av_score``, ``presence``, ``heard_av`` or their
-calibrated ``combined`` score, >= the calibrated threshold), ``sounding`` (the classes named, empty unless ``in_view``).
+``in_view`` (gate open and the in-view score, ``av_score``, ``presence``, ``heard_av``,
+``heard_class`` or the calibrated ``combined`` score, >= the calibrated threshold), ``sounding`` (the classes named, empty unless ``in_view``).
 """
 
 from __future__ import annotations
@@ -70,6 +70,7 @@ class Result:
     av_score: float                  # max of the av map
     presence: float | None           # the heard cluster's presence (localizer.class_presence), if computed
     heard_av: float                  # the av map where the heard classes are seen (localizer.heard_av_score)
+    heard_class: float               # the heard class's map peak (localizer.heard_class_score)
     in_view: bool                    # gate open and rules.in_view_score >= rules.in_view_threshold
     gate_open: bool                  # audio level >= rules.audio_gate_db
     audio_db: float                  # RMS level of the audio window, dBFS
@@ -154,6 +155,7 @@ class Result:
             "av_score": round(float(self.av_score), 6),
             "presence": None if self.presence is None else round(float(self.presence), 6),
             "heard_av": round(float(self.heard_av), 6),
+            "heard_class": round(float(self.heard_class), 6),
             "combined": None if self.combined is None else round(float(self.combined), 6),
             "in_view": bool(self.in_view),
             "gate_open": bool(self.gate_open),

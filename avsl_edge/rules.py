@@ -17,8 +17,11 @@ from .errors import UserError
 if TYPE_CHECKING:
     from .bundle import Postprocessing
 
-IN_VIEW_SCORES: tuple[str, ...] = ("av_score", "presence", "heard_av", "combined")
-# the scores that "combined" weighs: sigmoid(bias + sum of weight x score), in_view_combination
+# the single scores, then "combined"; a calibration tie goes to the earlier one
+SINGLE_SCORES: tuple[str, ...] = ("av_score", "presence", "heard_av", "heard_class")
+IN_VIEW_SCORES: tuple[str, ...] = SINGLE_SCORES + ("combined",)
+# the scores that "combined" weighs: sigmoid(bias + sum of weight x score), in_view_combination (the
+# keys bundles store; heard_class came later and is not among them)
 COMBINED_SCORES: tuple[str, ...] = ("av_score", "presence", "heard_av")
 COMBINATION_KEYS: tuple[str, ...] = ("bias",) + COMBINED_SCORES
 TEXT_RULES: tuple[str, ...] = ("in_view_score", "box_method")  # the Rules that are names, not numbers

@@ -193,7 +193,7 @@ def test_the_source_checksum_must_be_a_checksum(bundle):
     ("box_tau", -1, "box_tau must be a number in [0, 1], got -1"),
     ("audio_gate_db", float("nan"), "postprocessing.audio_gate_db: must be a finite number, got nan"),
     ("audio_gate_db", 10.0, "audio_gate_db must be a level in dBFS in [-200, 0], got 10.0"),
-    ("in_view_score", "vibes", "in_view_score must be one of av_score, presence, heard_av, combined, got 'vibes'"),
+    ("in_view_score", "vibes", "in_view_score must be one of av_score, presence, heard_av, heard_class, combined, got 'vibes'"),
     ("box_method", "magic", "box_method must be one of map, grabcut, got 'magic'"),
     ("in_view_combination", [1, 2], "postprocessing.in_view_combination: must be an object, got [1, 2]"),
     ("in_view_combination", {"bias": 1.0}, "in_view_combination must map exactly bias, av_score, presence, heard_av"),

@@ -13,7 +13,7 @@ from avsl_edge.calibrate import (BOX_RULE_GRID, OPERATING_FPRS, ThresholdFit, ch
                                  fit_audio_gate, fit_box_rule, fit_class_threshold, fit_in_view_combination,
                                  fit_in_view_threshold,
                                  fpr_resolution_warnings, in_view_warnings, named, operating_points, union_box)
-from avsl_edge.localizer import IN_VIEW_SCORES, Rules, class_presence, heard_av_score
+from avsl_edge.localizer import IN_VIEW_SCORES, Rules, class_presence, heard_av_score, heard_class_score
 from avsl_edge.rules import COMBINED_SCORES, RuleError, combined_score
 from export.calibrate import NEGATIVE_SCENES
 
@@ -178,6 +178,16 @@ def test_heard_av_fires_only_where_the_frame_shows_what_is_heard():
         heard_av_score(av, maps[:, :, :2], heard)
 
 
+def test_heard_class_is_the_peak_of_the_map_of_the_class_heard_most_wherever_the_av_map_fires():
+    maps = np.zeros((2, 2, 3, 3), np.float32)
+    maps[0, 0, 2, 2] = 0.99                             # frame 0 shows class 0 bottom-right
+    maps[1, 1, 0, 0] = 0.99                             # frame 1 shows only class 1
+    heard = np.array([[0.7, 0.3], [0.7, 0.3]], np.float32)  # class 0 is heard most in both
+    assert heard_class_score(maps, heard) == pytest.approx([0.99, 0.0])
+    with pytest.raises(ValueError, match="heard_class_score"):
+        heard_class_score(maps[0], heard)
+
+
 def test_the_export_stores_calibrated_rules(smoke_bundle):
     p = load_bundle(smoke_bundle, verify=False).manifest.postprocessing
     assert p.in_view_threshold is not None and -60.0 <= p.audio_gate_db <= -40.0
@@ -209,7 +219,7 @@ def test_the_export_stores_calibrated_rules(smoke_bundle):
         Rules.from_postprocessing(p, tau=0.3)
     with pytest.raises(ValueError, match="in_view_threshold must be a number in"):
         Rules(in_view_threshold=2.0)
-    with pytest.raises(ValueError, match="in_view_score must be one of av_score, presence, heard_av, combined"):
+    with pytest.raises(ValueError, match="in_view_score must be one of av_score, presence, heard_av, heard_class, combined"):
         Rules.from_postprocessing(p, in_view_score="loudness")
     # the combination is stored whichever score was kept, so a user can switch to it
     assert report["in_view_combination"] == p.in_view_combination and set(p.in_view_combination) == {
