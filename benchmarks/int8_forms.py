@@ -46,9 +46,9 @@ from avsl_edge.options import thread_count
 from avsl_edge.variant_choice import HEADLINE
 from benchmarks.torch_side import machine
 from export import quantize
+from export.quantize import CPU_FORMS
 from export.to_onnx import CALIBRATION_SEED, load_samples
 
-FORMS = quantize.CPU_FORMS
 INT16 = (-32768, 32767)
 #: how K may be packed for a layer of few channels (pair_saturation's channel_block); both are reported
 PACKINGS = {"flat": 1, "blocks of 4": 4}
@@ -177,7 +177,7 @@ def build_forms(fp32: B.Bundle, out: Path, samples, forms: list[str]) -> dict[st
             dst = out / form / f"{g}.onnx"
             quantize.to_int8(fp32.graph_path(g, "fp32"), dst,
                              [{B.GRAPH_IO[g][0][0]: x} for x in calibration_inputs(samples, g)],
-                             symmetric=False, **FORMS[form])
+                             symmetric=False, **CPU_FORMS[form])
             paths[form][g] = dst
         _log(f"built {form}")
     return paths
@@ -243,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
                                 epilog=__doc__.split("\n\n", 1)[1])
     p.add_argument("--bundle", type=Path, required=True, help="an exported bundle with its fp32 variant")
     p.add_argument("--data", type=Path, required=True, help="AV-COCO validation folder to score each form on")
-    p.add_argument("--forms", default=",".join(FORMS), help=f"comma-separated forms (default: all of {','.join(FORMS)})")
+    p.add_argument("--forms", default=",".join(CPU_FORMS), help=f"comma-separated forms (default: all of {','.join(CPU_FORMS)})")
     p.add_argument("--calibration-size", type=int, default=32, help="calibration scenes (default 32, the export's)")
     p.add_argument("--saturation-inputs", type=int, default=8, help="calibration inputs the AVX2 emulation runs on")
     p.add_argument("--repeat", type=int, default=3, help="interleaved timing passes (default 3)")
@@ -252,9 +252,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", type=Path, help="also write every figure here")
     args = p.parse_args(argv)
     forms = [f.strip() for f in args.forms.split(",") if f.strip()]
-    unknown = [f for f in forms if f not in FORMS]
+    unknown = [f for f in forms if f not in CPU_FORMS]
     if unknown or not forms:
-        p.error(f"--forms: unknown {unknown}; choose from {', '.join(FORMS)}")
+        p.error(f"--forms: unknown {unknown}; choose from {', '.join(CPU_FORMS)}")
     bundle = avsl_edge.load_bundle(args.bundle)
     if not {"fp32", "int8-cpu"} <= set(bundle.variants):
         p.error(f"--bundle {args.bundle}: needs the fp32 variant (quantized here) and int8-cpu (each form is "
@@ -267,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
         all_paths = {"fp32": {g: bundle.graph_path(g, "fp32") for g in (B.AUDIO, B.IMAGE)}, **paths}
         sat = {}
         for form in paths:  # u8u8 cannot clip; the QOperator file holds the same arithmetic as u8s8
-            if FORMS[form].get("qoperator") or FORMS[form].get("weights", "int8") != "int8":
+            if CPU_FORMS[form].get("qoperator") or CPU_FORMS[form].get("weights", "int8") != "int8":
                 continue
             per_graph = {g: avx2_saturation(gp, [{B.GRAPH_IO[g][0][0]: x} for x in
                                                  calibration_inputs(samples, g, args.saturation_inputs)])
