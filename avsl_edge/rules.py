@@ -86,9 +86,17 @@ class Rules:
 
     def replaced(self, calibration: Mapping[str, Any], **overrides: Any) -> Rules:
         """These rules with ``overrides``; a new ``in_view_score`` without an ``in_view_threshold``
-        takes that score's threshold from ``calibration`` (:func:`calibrated_threshold`), where it has one."""
-        if overrides.get("in_view_score") is not None and overrides.get("in_view_threshold") is None:
-            t = calibrated_threshold(calibration, str(overrides["in_view_score"]))
+        takes that score's threshold from ``calibration`` (:func:`calibrated_threshold`). A calibration
+        that fitted other scores but not this one (it predates the score) is a RuleError rather than
+        the other score's threshold; without any calibration the threshold stays as it is."""
+        score = overrides.get("in_view_score")
+        if score is not None and overrides.get("in_view_threshold") is None and score != self.in_view_score:
+            t = calibrated_threshold(calibration, str(score))
+            fits = calibration.get("in_view_fits") if isinstance(calibration, Mapping) else None
+            if t is None and isinstance(fits, Mapping) and fits and score in IN_VIEW_SCORES:
+                raise RuleError(f"this bundle's calibration fitted {', '.join(sorted(fits))} but not {score} (it "
+                                f"predates that score): give its threshold (in_view_threshold=X, --in-view-threshold X) "
+                                f"or recalibrate the bundle (python export/calibrate.py --bundle B)")
             if t is not None:
                 overrides = {**overrides, "in_view_threshold": t}
         return replace(self, **overrides)

@@ -229,6 +229,13 @@ def test_the_export_stores_calibrated_rules(smoke_bundle):
     for score, fit in report["in_view_fits"].items():  # a switched score comes with its own calibrated threshold
         assert Rules.from_postprocessing(p, in_view_score=score).in_view_threshold == fit["threshold"]
     assert Rules.from_postprocessing(p, in_view_score="presence", in_view_threshold=0.1).in_view_threshold == 0.1
+    # a calibration from before a score has no threshold for it: an error that says so, not another score's
+    fits = {k: f for k, f in report["in_view_fits"].items() if k != "heard_class"}
+    older = dataclasses.replace(p, in_view_score="av_score", in_view_threshold=fits["av_score"]["threshold"],
+                                calibration={**report, "in_view_fits": fits})
+    with pytest.raises(RuleError, match="fitted av_score, combined, heard_av, presence but not heard_class"):
+        Rules.from_postprocessing(older, in_view_score="heard_class")
+    assert Rules.from_postprocessing(older, in_view_score="heard_class", in_view_threshold=0.9).in_view_threshold == 0.9
     # a bundle exported before the choice existed keeps its av_score rule
     old = dataclasses.replace(p, in_view_score=None, box_method=None, in_view_combination=None)
     assert Rules.from_postprocessing(old).in_view_score == "av_score"
