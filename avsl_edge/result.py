@@ -27,6 +27,7 @@ import numpy as np
 
 from .boxes import WORKING_RESOLUTION, heard_maps_at, upsample_map, working_size
 from .overlay import draw
+from .rules import plain_rule_values
 
 
 @dataclass(frozen=True)
@@ -161,8 +162,7 @@ class Result:
             "gate_open": bool(self.gate_open),
             "audio_db": round(float(self.audio_db), 2) if math.isfinite(self.audio_db) else None,
             "frame_size": {"height": int(self.frame_size[0]), "width": int(self.frame_size[1])},
-            "rules": {k: (v if isinstance(v, str) or v is None else dict(v) if isinstance(v, dict) else float(v))
-                      for k, v in self.rules.items()},
+            "rules": plain_rule_values(self.rules),
             "speed": {k: round(float(v), 3) for k, v in self.speed.items()},
         }
         if maps:

@@ -102,8 +102,14 @@ class Rules:
         return replace(self, **overrides)
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: (v if isinstance(v, str) or v is None else dict(v) if isinstance(v, Mapping) else float(v))
-                for k, v in asdict(self).items()}
+        return plain_rule_values(asdict(self))
+
+
+def plain_rule_values(rules: Mapping[str, Any]) -> dict[str, Any]:
+    """Rule values as JSON takes them: names (and None) as they are, the combination's weights as a
+    dict, every threshold as a float."""
+    return {k: (v if isinstance(v, str) or v is None else dict(v) if isinstance(v, Mapping) else float(v))
+            for k, v in rules.items()}
 
 
 def calibrated_threshold(calibration: Mapping[str, Any], score: str) -> float | None:

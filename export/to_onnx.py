@@ -401,9 +401,9 @@ def build_variants(paths: dict[str, Path], variants: Sequence[str], samples: Sam
 
 
 def build_manifest(run: LoadedRun, feature_hw: tuple[int, int], variant_graphs: dict[str, dict[str, B.GraphFile]],
-                   metrics: dict | None, opset: int, parity: dict, calibration: dict,
-                   int8_cpu_form: str = quantize.INT8_CPU_FORM) -> B.Manifest:
-    """The bundle's manifest before its variant reports and calibrated rules are added."""
+                   metrics: dict | None, opset: int, parity: dict, calibration: dict) -> B.Manifest:
+    """The bundle's manifest before its variant reports and calibrated rules are added (the int8-cpu
+    description names the form that ``calibration["int8_cpu_form"]`` records)."""
     cfg = run.config
     size, k = inference_size(cfg), cfg.model.num_clusters
     h, wd = feature_hw
@@ -419,7 +419,7 @@ def build_manifest(run: LoadedRun, feature_hw: tuple[int, int], variant_graphs: 
             solo_tau=cfg.eval.solo_tau, mosaic_tau=cfg.eval.mosaic_tau, duet_tau=cfg.eval.duet_tau,
             nsa_threshold=cfg.eval.nsa_threshold),
         graphs=B.graph_specs(k, size, (h, wd), cfg.model.embed_dim, clip_samples=CLIP_SAMPLES),
-        variants={v: B.Variant(gs, VARIANT_DESCRIPTIONS[v] + (CPU_FORM_NOTES.get(int8_cpu_form, "")
+        variants={v: B.Variant(gs, VARIANT_DESCRIPTIONS[v] + (CPU_FORM_NOTES.get(calibration.get("int8_cpu_form"), "")
                                                               if v == "int8-cpu" else ""))
                   for v, gs in variant_graphs.items()},
         model={"image_size": size, "train_image_size": cfg.data.image_size, "feature_hw": [h, wd],
@@ -500,8 +500,7 @@ def export_run(model_path: str | os.PathLike, out_dir: str | os.PathLike,
                                   parity={"samples": parity_samples.source,
                                           "tolerance": f"{PARITY_TOLERANCE} x max(1, |ref|)", "graphs": parity_report},
                                   calibration={"samples": samples.source, "method": calibration_method,
-                                               "size": len(samples), "int8_cpu_form": int8_cpu_form},
-                                  int8_cpu_form=int8_cpu_form)
+                                               "size": len(samples), "int8_cpu_form": int8_cpu_form})
         B.write_manifest(tmp, manifest)
         bundle = B.load_bundle(tmp)
         with _timed(parts, "variant_reports"):
